@@ -1,0 +1,257 @@
+"""Command line: ``ivkit extract``, ``ivkit evaluate``, ``ivkit demo``, ``ivkit tasks``, ``ivkit info``.
+
+Progress bars and logs go to stderr, results to stdout. Bad input exits with status 2 and one
+line naming the problem; set ``IVKIT_DEBUG=1`` for tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="Instruction vectors: find task-carrying heads, build the vector, inject it, measure it.")
+log = logging.getLogger("ivkit.cli")
+
+
+def _setup(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "httpx", "urllib3", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its weight-loading bars are noise next to ours
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def _load(model: str):
+    from . import load_model
+
+    t0 = time.perf_counter()
+    ivm = load_model(model)
+    secs = time.perf_counter() - t0
+    log.info("loaded %r in %.1f s", ivm, secs)
+    return ivm, secs
+
+
+def _heads_table(iv) -> str:
+    lines = ["rank  layer  head        AIE"]
+    for i, ((l, h), a) in enumerate(zip(iv.heads, iv.head_aie), 1):
+        lines.append(f"{i:>4}  {l:>5}  {h:>4}  {a:>9.5f}")
+    return "\n".join(lines)
+
+
+def _eval_table(ev) -> str:
+    lines = [f"{'condition':<16} {'top1':>6} {'top2':>6} {'top3':>6}"]
+    for c, r in ev.results.items():
+        lines.append(f"{c:<16} {r['top1']:>6.3f} {r['top2']:>6.3f} {r['top3']:>6.3f}")
+    lines.append(f"(layer {ev.layer}, n={ev.n} test queries)")
+    return "\n".join(lines)
+
+
+def _extract(model_obj, task: str, out: Path, shots: int, mean_prompts: int, trials: int, top_k: int, seed: int,
+             method: str, metric: str, style: str, batch_size: int, sweep: bool, layer: Optional[int],
+             post_norm: str, quiet: bool, load_seconds: float, filter_correct: bool = True):
+    from . import extract
+
+    res = extract(model_obj, task, shots=shots, mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed,
+                  method=method, metric=metric, style=style, batch_size=batch_size, sweep=sweep and layer is None,
+                  post_norm=post_norm, filter_correct=filter_correct, progress=not quiet)
+    if layer is not None:
+        res.iv.layer = layer
+        res.iv.meta["layer_selection"] = {"given": layer}
+    res.timings = {"load": load_seconds, **res.timings}
+    res.iv.meta["timings"] = {k: round(v, 3) for k, v in res.timings.items()}
+    res.effects.info["timings"] = res.iv.meta["timings"]
+    res.save(out)
+    return res
+
+
+@app.command("extract")
+def extract_cmd(
+    model: str = typer.Argument(..., help="alias (smollm2-135m-instruct, gemma-3-270m), hub id, directory or .gguf"),
+    task: str = typer.Argument(..., help="built-in task name or a .json/.jsonl file of {input, output} pairs"),
+    out: Path = typer.Option(..., "--out", help="directory for iv.safetensors, iv.json, indirect_effects.json, heads.html"),
+    shots: int = typer.Option(10, help="demonstrations per prompt"),
+    mean_prompts: int = typer.Option(100, "--mean-prompts", help="clean prompts averaged for mean activations"),
+    trials: int = typer.Option(25, help="corrupted prompts for the indirect effects"),
+    top_k: int = typer.Option(10, "--top-k", help="heads in the vector"),
+    seed: int = typer.Option(0, help="seed for splits, prompts and shuffles"),
+    method: str = typer.Option("naive", help="indirect-effect method"),
+    metric: str = typer.Option("prob", help="prob (first answer token) or nll (whole answer, -ΔNLL)"),
+    style: str = typer.Option("few_shot", help="clean prompt style: few_shot or instruction"),
+    batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
+    sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="choose the injection layer on the validation split"),
+    layer: Optional[int] = typer.Option(None, help="fix the injection layer instead of sweeping"),
+    post_norm: str = typer.Option("linearized", "--post-norm", help="Gemma post-attention norm: linearized or ignore"),
+    filter_correct: bool = typer.Option(True, "--filter/--no-filter",
+                                        help="keep only clean prompts the model answers right (off: for models that can't)"),
+    as_json: bool = typer.Option(False, "--json", help="print a JSON summary instead of tables"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info logs"),
+):
+    """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
+    _setup(quiet)
+    ivm, load_s = _load(model)
+    res = _extract(ivm, task, out, shots, mean_prompts, trials, top_k, seed, method, metric, style, batch_size,
+                   sweep, layer, post_norm, quiet, load_s, filter_correct)
+    summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
+               "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
+               "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
+               "method": method}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(_heads_table(res.iv))
+        typer.echo(f"injection layer: {res.iv.layer}   wrote {out}/")
+        typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: str = typer.Argument(..., help="alias, hub id, directory or .gguf"),
+    task: str = typer.Argument(..., help="built-in task name or a .json/.jsonl file"),
+    iv: Path = typer.Option(..., "--iv", help="directory written by ivkit extract"),
+    layer: Optional[int] = typer.Option(None, help="injection layer (default: the one recorded in iv.json)"),
+    sweep: bool = typer.Option(False, "--sweep", help="re-choose the layer by a sweep on the validation split"),
+    prompts: int = typer.Option(100, help="at most this many test queries"),
+    shots: int = typer.Option(10, help="demonstrations in the few-shot conditions"),
+    seed: int = typer.Option(0, help="seed for the split, prompts, shuffles and the random control"),
+    scale: float = typer.Option(1.0, help="multiply the vector by this"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Evaluate an IV: zero-shot, +IV, shuffled, shuffled+IV, few-shot, random control (top-1/2/3)."""
+    from . import InstructionVector, encode_prompts, evaluate_iv, layer_sweep, load_task, sample_prompts
+
+    if layer is not None and sweep:
+        raise typer.BadParameter("give --layer or --sweep, not both")
+    _setup(quiet)
+    vec = InstructionVector.load(iv)
+    ivm, _ = _load(model)
+    vec.check_compatible(ivm)
+    t = load_task(task)
+    if sweep:
+        split = t.split(seed)
+        val = encode_prompts(ivm, sample_prompts(split.valid, style="zero_shot", n=prompts, seed=seed, stream=3))
+        layer = layer_sweep(ivm, vec, val, scale=scale, progress=not quiet).best_layer
+    ev = evaluate_iv(ivm, t, vec, layer=layer, n_prompts=prompts, shots=shots, seed=seed, scale=scale,
+                     batch_size=batch_size, progress=not quiet)
+    if as_json:
+        typer.echo(json.dumps(ev.to_dict()))
+    else:
+        typer.echo(_eval_table(ev))
+
+
+@app.command("demo")
+def demo_cmd(
+    model: str = typer.Option("smollm2-135m-instruct", help="model alias, path or hub id"),
+    task: str = typer.Option("capitalize", help="task"),
+    out: Path = typer.Option(Path("runs/demo"), help="output directory"),
+    trials: int = typer.Option(25),
+    mean_prompts: int = typer.Option(100, "--mean-prompts"),
+    method: str = typer.Option("naive"),
+    prompts: int = typer.Option(100, help="test queries in the evaluation"),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Extract an IV on the embedded model, print the top heads and the accuracy table, write the heads plot."""
+    from . import evaluate_iv
+
+    _setup(quiet)
+    ivm, load_s = _load(model)
+    res = _extract(ivm, task, out, 10, mean_prompts, trials, 10, seed, method, "prob", "few_shot", 16, True, None,
+                   "linearized", quiet, load_s)
+    ev = evaluate_iv(ivm, task, res.iv, n_prompts=prompts, seed=seed, progress=not quiet)
+    (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=1))
+    typer.echo(f"model {ivm.name}, task {task}: top heads by average indirect effect")
+    typer.echo(_heads_table(res.iv))
+    typer.echo("")
+    typer.echo(_eval_table(ev))
+    typer.echo("")
+    typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
+    typer.echo(f"head-importance plot: {out / 'heads.html'}")
+
+
+@app.command("tasks")
+def tasks_cmd(
+    model: Optional[str] = typer.Option(None, help="also measure the model's clean few-shot accuracy on each task"),
+    shots: int = typer.Option(10),
+    n: int = typer.Option(50, help="validation queries per task when measuring"),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """List the built-in tasks; with --model, measure clean few-shot and zero-shot top-1 on each."""
+    from . import encode_prompts, list_tasks, load_task, sample_prompts, score_prompts
+
+    _setup(quiet)
+    names = list_tasks()
+    if model is None:
+        for name in names:
+            t = load_task(name)
+            typer.echo(f"{name:<26} {len(t):>5}  {t.instruction or ''}")
+        return
+    ivm, _ = _load(model)
+    rows = []
+    for name in names:
+        t = load_task(name)
+        split = t.split(seed)
+        row: dict[str, Any] = {"task": name, "n_examples": len(t)}
+        for style in ("few_shot", "zero_shot"):
+            enc = encode_prompts(ivm, sample_prompts(split.valid, style=style, demo_pool=split.train, shots=shots,
+                                                     n=n, seed=seed, stream=3))
+            row[style] = round(score_prompts(ivm, enc).accuracy(1), 3)
+            row["n"] = len(enc)
+        rows.append(row)
+        typer.echo(json.dumps(row))
+
+
+@app.command("info")
+def info_cmd(model: str = typer.Argument(...)):
+    """Print a model's head geometry and module paths."""
+    _setup(True)
+    ivm, secs = _load(model)
+    typer.echo(json.dumps({**ivm.describe(), "spec": ivm.spec.__dict__, "config_hash": ivm.config_hash(),
+                           "load_seconds": round(secs, 2)}, indent=1))
+
+
+def main() -> None:
+    """Entry point: run the app, turning known errors into one readable line."""
+    from .errors import IVKitError
+
+    debug = bool(os.environ.get("IVKIT_DEBUG"))
+    try:
+        app(standalone_mode=False)
+    except IVKitError as e:
+        if debug:
+            raise
+        typer.echo(f"ivkit: error: {e}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("ivkit: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # click usage errors and anything unexpected: one line, no traceback
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if debug:
+            raise
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        typer.echo(f"ivkit: error: {type(e).__name__}: {msg} (set IVKIT_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,35 @@
+"""Exceptions raised by ivkit.
+
+Every error names the problem and the fix in its message, so that the CLI can print it as one
+readable line. Catch :class:`IVKitError` to catch all of them.
+"""
+
+from __future__ import annotations
+
+
+class IVKitError(Exception):
+    """Base class of every error ivkit raises on bad input."""
+
+
+class ModelLoadError(IVKitError):
+    """A model name, path or object could not be loaded."""
+
+
+class UnknownArchitectureError(IVKitError):
+    """The model's architecture is not in ivkit's table (see :func:`ivkit.register_architecture`)."""
+
+
+class TaskError(IVKitError):
+    """A task file or task name is unusable: missing, empty or malformed."""
+
+
+class AnswerTokenError(TaskError):
+    """An answer has no usable first token under the model's tokenizer."""
+
+
+class IncompatibleVectorError(IVKitError):
+    """An instruction vector was built on a model whose geometry or architecture differs."""
+
+
+class ArtifactError(IVKitError):
+    """A saved artifact (an IV directory, an effects file) is missing or malformed."""

@@ -1,0 +1,217 @@
+"""The whole extraction, from a model and a task to a saved instruction vector.
+
+Stages (each one is also callable on its own; see the functions named):
+
+1. **split** the task, seeded (:meth:`ivkit.Task.split`);
+2. **filter**: build clean prompts from training queries and keep those the model answers right
+   (:func:`ivkit.score_prompts`);
+3. **mean activations** over the first ``mean_prompts`` kept prompts
+   (:func:`ivkit.mean_head_activations`);
+4. **indirect effects** on ``trials`` corrupted prompts, the next kept prompts with their
+   demonstrations' labels shuffled (:func:`ivkit.indirect_effects`);
+5. **build** the IV from the top ``k`` heads (:meth:`ivkit.InstructionVector.build`);
+6. **layer sweep** on zero-shot prompts of the validation split (:func:`ivkit.layer_sweep`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import TaskError
+from .evaluate import LayerSweep, layer_sweep, score_prompts
+from .io import atomic_write_text
+from .mediation import IndirectEffects, indirect_effects, mean_head_activations
+from .models import IVModel
+from .tasks import DEFAULT_TEMPLATE, EncodedPrompts, PromptTemplate, Task, encode_prompts, load_task, make_prompt, sample_prompts
+from .vectors import InstructionVector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract` produced.
+
+    Attributes:
+        iv: the instruction vector, with its injection layer set when a sweep ran.
+        effects: the :class:`~ivkit.IndirectEffects` of every head.
+        sweep: the validation-split :class:`~ivkit.LayerSweep`, or None.
+        timings: seconds per stage (``filter``, ``mean_activations``, ``indirect_effects``,
+            ``build``, ``layer_sweep``).
+        filter: how many clean prompts were tried and how many the model got right.
+    """
+
+    iv: InstructionVector
+    effects: IndirectEffects
+    sweep: LayerSweep | None
+    timings: dict[str, float] = field(default_factory=dict)
+    filter: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``iv.safetensors``, ``iv.json``, ``indirect_effects.json``, ``layer_sweep.json``
+        and ``heads.html`` into ``out``."""
+        out = Path(out)
+        self.iv.save(out)
+        self.effects.save(out / "indirect_effects.json")
+        if self.sweep is not None:
+            atomic_write_text(out / "layer_sweep.json", json.dumps(self.sweep.to_dict(), indent=1))
+        fig = self.effects.plot(top_k=self.iv.k, title=_title(self.iv))
+        atomic_write_text(out / "heads.html", fig.to_html(include_plotlyjs=True, full_html=True))
+        return out
+
+
+def _title(iv: InstructionVector) -> str:
+    return f"AIE per head: {iv.meta.get('model', {}).get('id')} on {iv.meta.get('task')}"
+
+
+def filter_prompts(model: IVModel, prompts: EncodedPrompts, need: int, *, batch_size: int = 16,
+                   progress: bool = True) -> tuple[EncodedPrompts, dict[str, Any]]:
+    """Keep the prompts whose answer's first token ranks first, scoring in chunks until ``need``
+    are found or the prompts run out. Order is kept, so the result is deterministic."""
+    kept: list[int] = []
+    tried = 0
+    chunk = max(batch_size * 4, need)
+    for start in range(0, len(prompts), chunk):
+        idx = list(range(start, min(start + chunk, len(prompts))))
+        scores = score_prompts(model, prompts.subset(idx), batch_size=batch_size, progress=progress,
+                               desc="filter")
+        tried += len(idx)
+        kept += [i for i, r in zip(idx, scores.ranks.tolist()) if r == 0]
+        if len(kept) >= need:
+            break
+    stats = {"tried": tried, "correct": len(kept), "accuracy": len(kept) / max(tried, 1)}
+    return prompts.subset(kept[:need]), stats
+
+
+def extract(
+    model: IVModel,
+    task: Task | str,
+    *,
+    shots: int = 10,
+    mean_prompts: int = 100,
+    trials: int = 25,
+    top_k: int = 10,
+    seed: int = 0,
+    method: str = "naive",
+    metric: str = "prob",
+    style: str = "few_shot",
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    post_norm: str = "linearized",
+    sweep: bool = True,
+    sweep_prompts: int = 100,
+    filter_correct: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+    **method_options: Any,
+) -> Extraction:
+    """Extract an instruction vector for ``task``.
+
+    Args:
+        model: an :class:`~ivkit.IVModel` (see :func:`~ivkit.load_model`).
+        task: a :class:`~ivkit.Task` or a built-in name / file path.
+        shots: demonstrations per prompt.
+        mean_prompts: clean prompts averaged for the mean head activations.
+        trials: corrupted prompts for the indirect effects.
+        top_k: heads in the IV.
+        seed: seeds every random choice; same seed, same numbers.
+        method: indirect-effect method (``"naive"``, ...).
+        metric: ``"prob"`` (first answer token) or ``"nll"`` (whole answer).
+        style: clean prompt style: ``"few_shot"`` (function vectors) or ``"instruction"``
+            (zero-shot with the task's instruction, as in Jiang et al.).
+        post_norm: Gemma's post-attention norm handling; see :mod:`ivkit.vectors`.
+        sweep: choose the injection layer on the validation split.
+        sweep_prompts: at most this many validation queries in the sweep.
+        filter_correct: keep only clean prompts the model answers right (the reference recipe).
+            Turn off only for models that cannot do the task at all, such as random-init tests.
+        batch_size: prompts per forward pass.
+    """
+    task = load_task(task)
+    if style not in ("few_shot", "instruction"):
+        raise ValueError(f"clean prompts must be few_shot or instruction, got {style!r}")
+    timings: dict[str, float] = {}
+    split = task.split(seed)
+    log.info("task %s: %s", task.name, split.sizes())
+
+    # 1-2. Clean prompts from training queries, filtered to the ones the model gets right.
+    t0 = time.perf_counter()
+    need = mean_prompts + trials
+    clean = encode_prompts(model, sample_prompts(
+        split.train, style=style, demo_pool=split.train, shots=shots, seed=seed, template=template,
+        instruction=task.instruction, tokenizer=model.tokenizer, stream=1))
+    if filter_correct:
+        kept, fstats = filter_prompts(model, clean, need, batch_size=batch_size, progress=progress)
+    else:
+        kept = clean.subset(range(min(need, len(clean))))
+        fstats = {"tried": 0, "correct": None, "accuracy": None, "skipped": True}
+    timings["filter"] = time.perf_counter() - t0
+    if filter_correct:
+        log.info("filter: %d of %d clean %s prompts answered right (%.2f)", fstats["correct"], fstats["tried"],
+                 style, fstats["accuracy"])
+    if len(kept) == 0:
+        raise TaskError(
+            f"{model.name} answers none of the {fstats['tried']} clean {shots}-shot prompts of {task.name!r} "
+            f"correctly, so there is no task behaviour to extract. Pick a task the model can do "
+            f"(ivkit tasks --model {model.name} measures each one), or raise --shots"
+        )
+    if len(kept) < need:
+        log.warning("only %d correct clean prompts for %d needed (%d mean + %d trials); the trials reuse "
+                    "mean-activation queries", len(kept), need, mean_prompts, trials)
+    if len(kept) >= need:
+        n_mean, trial_idx = mean_prompts, list(range(mean_prompts, need))
+    else:  # too few: average over all of them and reuse them as trials
+        n_mean, trial_idx = len(kept), list(range(min(trials, len(kept))))
+    mean_set = kept.subset(range(n_mean))
+
+    # 3. Mean activations.
+    t0 = time.perf_counter()
+    mean_acts = mean_head_activations(model, mean_set, batch_size=batch_size, progress=progress)
+    timings["mean_activations"] = time.perf_counter() - t0
+
+    # 4. Indirect effects on corrupted prompts: each trial's demonstrations, labels shuffled.
+    rng = np.random.default_rng([seed, 0xC0])
+    corrupted_prompts = []
+    for i in trial_idx:
+        p = kept.prompts[i]
+        demos = p.demos
+        if len(demos) < 2:  # instruction-style clean prompts carry no demonstrations: draw some
+            pick = rng.choice(len(split.train), size=min(shots + 1, len(split.train)), replace=False)
+            demos = tuple(split.train[int(j)] for j in pick if split.train[int(j)] != p.query)[:max(shots, 2)]
+        corrupted_prompts.append(make_prompt(p.query, style="shuffled", demos=demos, template=template, rng=rng))
+    corrupted = encode_prompts(model, corrupted_prompts)
+    t0 = time.perf_counter()
+    info = {"model": model.name, "task": task.name, "seed": seed}
+    effects = indirect_effects(model, corrupted, mean_acts, method=method, metric=metric, progress=progress,
+                               info=info, **method_options)
+    timings["indirect_effects"] = time.perf_counter() - t0
+
+    # 5. The vector.
+    t0 = time.perf_counter()
+    iv = InstructionVector.build(
+        model, mean_acts, effects, k=top_k, post_norm=post_norm,
+        task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
+        shots=shots, mean_prompts=len(mean_set), trials=len(corrupted), filter=fstats,
+    )
+    timings["build"] = time.perf_counter() - t0
+
+    # 6. Injection layer, chosen on the validation split.
+    sw = None
+    if sweep:
+        t0 = time.perf_counter()
+        val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=sweep_prompts, seed=seed,
+                                                   template=template, stream=3))
+        sw = layer_sweep(model, iv, val, batch_size=batch_size * 2, progress=progress, split="valid")
+        iv.layer = sw.best_layer
+        iv.meta["layer_selection"] = {"split": "valid", "n": sw.n, "style": "zero_shot",
+                                      "top1": sw.top1[sw.layers.index(sw.best_layer)],
+                                      "criterion": "top-1 accuracy, then mean answer probability"}
+        timings["layer_sweep"] = time.perf_counter() - t0
+    iv.meta["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    effects.info["timings"] = iv.meta["timings"]
+    return Extraction(iv, effects, sw, timings, fstats)

@@ -1,0 +1,61 @@
+"""Atomic file writes: a reader never sees a half-written artifact.
+
+Each writer writes to a temporary file in the target's directory, flushes it to disk, then
+renames it over the target (``os.replace`` is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def _atomic(path: Path, write: Callable[[str], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+    _atomic(path, write)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+    _atomic(path, write)
+
+
+def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Save tensors as safetensors atomically (tensors are made contiguous CPU copies)."""
+    from safetensors.torch import save_file
+
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    _atomic(path, lambda tmp: save_file(clean, tmp, metadata=metadata))
+
+
+def progress_bar(iterable=None, *, progress: bool = True, **kwargs):
+    """A tqdm bar on stderr, off when ``progress`` is False or ``TQDM_DISABLE`` is set."""
+    from tqdm.auto import tqdm
+
+    disabled = (not progress) or os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return tqdm(iterable, disable=disabled, leave=False, **kwargs)

@@ -1,0 +1,481 @@
+"""Tasks, splits and prompt templates.
+
+Concepts
+--------
+A **task** is a list of ``{"input", "output"}`` pairs, such as ``hot -> cold``. ivkit ships the
+lexical tasks of the function-vectors repository (MIT licence, in ``ivkit/data/tasks``); any JSON
+list or JSONL file of the same shape works too (:func:`load_task`).
+
+A **prompt** is text that ends where the answer should start, plus that answer. Prompt styles:
+
+* ``few_shot``: ``shots`` demonstrations then the query, ``Q: x\\nA: y\\n\\n ... Q: xq\\nA:``;
+* ``shuffled``: the same, with the demonstrations' labels permuted (the *corrupted* prompts);
+* ``zero_shot``: the query alone;
+* ``instruction``: a task instruction (``"Give the opposite of the word."``) then the query;
+* ``chat``: the model's chat template, instruction and query as the user turn.
+
+The **answer's first token** is what the metrics score. It is found by tokenising prompt and
+prompt+answer together, so the leading space belongs to the answer token (``" cold"`` ->
+``"Ġcold"``). An answer whose first token is only whitespace (as with digit-split tokenizers and
+``" 1999"``) or that is empty cannot be scored; :func:`encode_prompts` reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import AnswerTokenError, TaskError
+
+log = logging.getLogger(__name__)
+
+PROMPT_STYLES = ("few_shot", "shuffled", "zero_shot", "instruction", "chat")
+
+#: A one-line instruction per built-in task, for the ``instruction`` and ``chat`` styles.
+TASK_INSTRUCTIONS: dict[str, str] = {
+    "alphabetically_first_3": "Name the word that comes first in alphabetical order.",
+    "animal_v_object_3": "Name the animal in the list.",
+    "antonym": "Give the opposite of the word.",
+    "capitalize": "Write the word with its first letter capitalized.",
+    "capitalize_first_letter": "Give the first letter of the word as a capital letter.",
+    "capitalize_last_letter": "Give the last letter of the word as a capital letter.",
+    "choose_first_of_3": "Repeat the first item of the list.",
+    "choose_last_of_3": "Repeat the last item of the list.",
+    "choose_middle_of_3": "Repeat the middle item of the list.",
+    "color_v_animal_3": "Name the color in the list.",
+    "country-capital": "Give the capital city of the country.",
+    "country-currency": "Give the currency of the country.",
+    "english-french": "Translate the word into French.",
+    "english-german": "Translate the word into German.",
+    "landmark-country": "Name the country where this place is.",
+    "lowercase_first_letter": "Give the first letter of the word in lowercase.",
+    "next_item": "Give the item that comes next in the sequence.",
+    "person-occupation": "Give the occupation of the person.",
+    "person-sport": "Name the sport the person plays.",
+    "prev_item": "Give the item that comes before in the sequence.",
+    "product-company": "Name the company that makes the product.",
+    "synonym": "Give a word with the same meaning.",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Tasks and splits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One input/output pair of a task."""
+
+    input: str
+    output: str
+
+
+@dataclass
+class TaskSplit:
+    """Seeded train/valid/test split of a task.
+
+    Demonstrations and extraction queries come from ``train``; the injection layer is chosen on
+    ``valid``; reported accuracies use ``test``.
+    """
+
+    train: list[Example]
+    valid: list[Example]
+    test: list[Example]
+    seed: int
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
+
+
+@dataclass
+class Task:
+    """A named list of examples, with an optional instruction.
+
+    Attributes:
+        name: the built-in name or the file's stem.
+        examples: the pairs, in file order.
+        instruction: the instruction used by the ``instruction`` and ``chat`` styles.
+        source: where the examples came from.
+    """
+
+    name: str
+    examples: list[Example]
+    instruction: str | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def split(self, seed: int = 0, train_frac: float = 0.7, test_frac_of_rest: float = 0.7) -> TaskSplit:
+        """Split seeded: ``train_frac`` for train; the rest splits ``test_frac_of_rest`` into test
+        and the remainder into valid (70% / 21% / 9% by default, as in the function-vectors code).
+        """
+        n = len(self.examples)
+        order = np.random.default_rng([seed, 0x5B1]).permutation(n)
+        n_train = int(round(train_frac * n))
+        n_test = int(round(test_frac_of_rest * (n - n_train)))
+        pick = [self.examples[i] for i in order]
+        split = TaskSplit(pick[:n_train], pick[n_train + n_test:], pick[n_train:n_train + n_test], seed)
+        if min(len(split.train), len(split.valid), len(split.test)) == 0:
+            raise TaskError(
+                f"task {self.name!r} has {n} examples, too few to split into non-empty "
+                f"train/valid/test ({split.sizes()}); use a file with at least 10 examples"
+            )
+        return split
+
+
+def _builtin_dir() -> Path:
+    return Path(str(resources.files("ivkit") / "data" / "tasks"))
+
+
+def list_tasks() -> list[str]:
+    """Names of the built-in tasks."""
+    return sorted(p.stem for p in _builtin_dir().glob("*.json"))
+
+
+def _parse_examples(records: Any, source: str) -> list[Example]:
+    if not isinstance(records, list):
+        raise TaskError(
+            f"{source}: expected a JSON list of {{\"input\": ..., \"output\": ...}} objects, "
+            f"got {type(records).__name__}"
+        )
+    if not records:
+        raise TaskError(f"{source}: the task has no examples; add {{\"input\", \"output\"}} pairs")
+    out: list[Example] = []
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict) or "input" not in rec or "output" not in rec:
+            keys = sorted(rec) if isinstance(rec, dict) else type(rec).__name__
+            raise TaskError(f"{source}: example {i} must be an object with \"input\" and \"output\" keys, got {keys}")
+        x, y = rec["input"], rec["output"]
+        for key, val in (("input", x), ("output", y)):
+            if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+                raise TaskError(f"{source}: example {i} has a non-text {key} {val!r}; use strings")
+        x, y = str(x), str(y)
+        if not x.strip() or not y.strip():
+            raise TaskError(f"{source}: example {i} has an empty {'input' if not x.strip() else 'output'}; "
+                            f"remove it or fill it in")
+        out.append(Example(x, y))
+    return out
+
+
+def load_task(name_or_path: str | Path | Task, *, instruction: str | None = None) -> Task:
+    """Load a built-in task by name, or a user file.
+
+    Args:
+        name_or_path: a built-in name (see :func:`list_tasks`), a ``.json`` file holding a list of
+            ``{"input", "output"}`` objects, or a ``.jsonl`` file with one such object per line.
+            A :class:`Task` is returned unchanged.
+        instruction: the instruction for the ``instruction``/``chat`` styles; defaults to the
+            built-in one (:data:`TASK_INSTRUCTIONS`), if any.
+
+    Raises:
+        TaskError: unknown name, missing file, invalid JSON, wrong shape, or no examples.
+    """
+    if isinstance(name_or_path, Task):
+        return name_or_path if instruction is None else replace(name_or_path, instruction=instruction)
+    ref = str(name_or_path)
+    path = Path(ref).expanduser()
+    if ref in list_tasks() and not path.exists():
+        path = _builtin_dir() / f"{ref}.json"
+        name = ref
+    elif path.exists():
+        name = path.stem
+    else:
+        close = [t for t in list_tasks() if ref.lower().replace("_", "-") in t.replace("_", "-")]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise TaskError(
+            f"no built-in task or file named {ref!r}.{hint} Built-in tasks: {', '.join(list_tasks())}; "
+            f"or pass a path to a .json/.jsonl file of {{\"input\", \"output\"}} pairs"
+        )
+    if path.is_dir():
+        raise TaskError(f"{path} is a directory; pass a .json or .jsonl file")
+    text = path.read_text(encoding="utf-8")
+    if not text.strip():
+        raise TaskError(f"{path}: the file is empty; it must hold {{\"input\", \"output\"}} pairs")
+    try:
+        if path.suffix == ".jsonl":
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TaskError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    examples = _parse_examples(records, str(path))
+    return Task(name=name, examples=examples, instruction=instruction or TASK_INSTRUCTIONS.get(name),
+                source=str(path))
+
+
+# --------------------------------------------------------------------------------------------
+# Prompts
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How demonstrations and queries are written.
+
+    Attributes:
+        query: format of a query, with ``{input}``; the prompt ends with it.
+        answer: format of an answer, with ``{output}``; follows the query in demonstrations and is
+            what the model should produce. The leading space makes ``" cold"`` one token.
+        separator: between demonstrations and before the query.
+        instruction: format of the instruction prefix for the ``instruction`` style.
+        name: a short id recorded in saved artifacts.
+    """
+
+    query: str = "Q: {input}\nA:"
+    answer: str = " {output}"
+    separator: str = "\n\n"
+    instruction: str = "{instruction}\n\n"
+    name: str = "qa"
+
+    def demo(self, ex: Example) -> str:
+        return self.query.format(input=ex.input) + self.answer.format(output=ex.output) + self.separator
+
+    def to_dict(self) -> dict[str, str]:
+        return {"query": self.query, "answer": self.answer, "separator": self.separator,
+                "instruction": self.instruction, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, str]) -> "PromptTemplate":
+        return cls(**{k: d[k] for k in ("query", "answer", "separator", "instruction", "name") if k in d})
+
+
+DEFAULT_TEMPLATE = PromptTemplate()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt and the answer that should follow it.
+
+    Attributes:
+        text: the prompt, without the special tokens the tokenizer adds.
+        answer: the answer exactly as it follows ``text`` (leading space included).
+        query: the example being asked.
+        demos: the demonstrations shown, as shown (labels already shuffled for ``shuffled``).
+        style: one of :data:`PROMPT_STYLES`.
+        add_special_tokens: whether tokenising ``text`` should add BOS (False for chat prompts,
+            whose template writes its own).
+    """
+
+    text: str
+    answer: str
+    query: Example
+    demos: tuple[Example, ...] = ()
+    style: str = "few_shot"
+    add_special_tokens: bool = True
+
+
+def _shuffled_labels(demos: Sequence[Example], rng: np.random.Generator) -> tuple[Example, ...]:
+    outputs = [d.output for d in demos]
+    if len(set(outputs)) > 1:
+        for _ in range(100):  # avoid the identity permutation when the labels allow it
+            perm = rng.permutation(len(demos))
+            if any(outputs[p] != outputs[i] for i, p in enumerate(perm)):
+                break
+    else:
+        perm = np.arange(len(demos))
+    return tuple(Example(d.input, outputs[p]) for d, p in zip(demos, perm))
+
+
+def make_prompt(
+    query: Example,
+    *,
+    style: str = "few_shot",
+    demos: Sequence[Example] = (),
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    instruction: str | None = None,
+    tokenizer: Any = None,
+    rng: np.random.Generator | None = None,
+) -> Prompt:
+    """Write one prompt.
+
+    Args:
+        query: the example asked at the end.
+        style: one of :data:`PROMPT_STYLES`.
+        demos: demonstrations for ``few_shot``/``shuffled`` (and optional chat turns).
+        template: the :class:`PromptTemplate`.
+        instruction: needed by ``instruction``; optional for ``chat``.
+        tokenizer: needed by ``chat`` (its chat template).
+        rng: needed by ``shuffled``.
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"unknown prompt style {style!r}; use one of {PROMPT_STYLES}")
+    answer = template.answer.format(output=query.output)
+    q = template.query.format(input=query.input)
+    if style == "zero_shot":
+        return Prompt(q, answer, query, (), style)
+    if style == "instruction":
+        if not instruction:
+            raise TaskError("the instruction style needs an instruction: pass instruction=... "
+                            "(built-in tasks have one)")
+        return Prompt(template.instruction.format(instruction=instruction) + q, answer, query, (), style)
+    if style in ("few_shot", "shuffled"):
+        if not demos:
+            raise ValueError(f"the {style} style needs demonstrations")
+        shown = tuple(demos)
+        if style == "shuffled":
+            if rng is None:
+                raise ValueError("the shuffled style needs rng=np.random.default_rng(seed)")
+            shown = _shuffled_labels(shown, rng)
+        return Prompt("".join(template.demo(d) for d in shown) + q, answer, query, shown, style)
+    # chat
+    if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        raise TaskError("the chat style needs a tokenizer with a chat template; this tokenizer has none. "
+                        "Use --style few_shot or instruction")
+    def user(x: str) -> str:
+        return f"{instruction}\n\n{x}" if instruction else x
+    messages: list[dict[str, str]] = []
+    for d in demos:
+        messages += [{"role": "user", "content": user(d.input)}, {"role": "assistant", "content": d.output}]
+    messages.append({"role": "user", "content": user(query.input)})
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return Prompt(text, query.output, query, tuple(demos), style, add_special_tokens=False)
+
+
+def sample_prompts(
+    queries: Sequence[Example],
+    *,
+    style: str = "few_shot",
+    demo_pool: Sequence[Example] = (),
+    shots: int = 10,
+    n: int | None = None,
+    seed: int = 0,
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    instruction: str | None = None,
+    tokenizer: Any = None,
+    stream: int = 0,
+) -> list[Prompt]:
+    """Build prompts for ``queries`` (the first ``n`` of a seeded shuffle), each with ``shots``
+    demonstrations drawn from ``demo_pool`` without the query itself.
+
+    The same arguments give the same prompts. ``stream`` separates independent random streams
+    drawn with the same seed (for example the mean-activation prompts and the corrupted ones).
+    """
+    rng = np.random.default_rng([seed, 0x1F, stream])
+    order = rng.permutation(len(queries))
+    if n is not None:
+        order = order[:n]
+    needs_demos = style in ("few_shot", "shuffled") or (style == "chat" and shots > 0 and demo_pool)
+    if style in ("few_shot", "shuffled") and len(demo_pool) < shots + 1:
+        raise TaskError(f"{shots}-shot prompts need at least {shots + 1} training examples; "
+                        f"the pool has {len(demo_pool)}. Lower --shots or use a larger task file")
+    out = []
+    for i in order:
+        q = queries[int(i)]
+        demos: list[Example] = []
+        if needs_demos:
+            pick = rng.choice(len(demo_pool), size=min(shots + 1, len(demo_pool)), replace=False)
+            demos = [demo_pool[int(j)] for j in pick if demo_pool[int(j)] != q][:shots]
+        out.append(make_prompt(q, style=style, demos=demos, template=template, instruction=instruction,
+                               tokenizer=tokenizer, rng=rng))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenisation of prompts and answers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncodedPrompts:
+    """Prompts with their token ids and their answers' tokens.
+
+    Attributes:
+        prompts: the kept prompts.
+        input_ids: per prompt, its token ids (BOS included where the tokenizer adds one).
+        answer_ids: per prompt, the token ids of the full answer as it follows the prompt.
+        first_token: ``(n,)`` the first answer token of each prompt; what the metrics score.
+        dropped: prompts whose answer has no usable first token, with the reason.
+    """
+
+    prompts: list[Prompt]
+    input_ids: list[list[int]]
+    answer_ids: list[list[int]]
+    first_token: torch.Tensor
+    dropped: list[tuple[Prompt, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, idx: Iterable[int]) -> "EncodedPrompts":
+        idx = list(idx)
+        return EncodedPrompts([self.prompts[i] for i in idx], [self.input_ids[i] for i in idx],
+                              [self.answer_ids[i] for i in idx], self.first_token[idx].clone(), [])
+
+    def with_answers(self) -> tuple[list[list[int]], list[int]]:
+        """Prompt+answer sequences and, per row, the index of the last prompt token."""
+        seqs = [p + a for p, a in zip(self.input_ids, self.answer_ids)]
+        return seqs, [len(p) - 1 for p in self.input_ids]
+
+
+def _answer_tokens(tokenizer: Any, prompt: Prompt) -> tuple[list[int], list[int]]:
+    def enc(s: str) -> list[int]:
+        return list(tokenizer(s, add_special_tokens=prompt.add_special_tokens)["input_ids"])
+
+    p_ids = enc(prompt.text)
+    full = enc(prompt.text + prompt.answer)
+    if full[: len(p_ids)] == p_ids:
+        return p_ids, full[len(p_ids):]
+    # The answer merged with the end of the prompt; tokenise it on its own.
+    return p_ids, list(tokenizer(prompt.answer, add_special_tokens=False)["input_ids"])
+
+
+def answer_problem(tokenizer: Any, answer_ids: Sequence[int], answer: str) -> str | None:
+    """Why ``answer_ids`` can't be scored by its first token, or None if it can."""
+    if not answer.strip():
+        return "the answer is empty"
+    if not answer_ids:
+        return "the answer produced no tokens"
+    first = tokenizer.decode([answer_ids[0]])
+    if not first.strip():
+        return (f"its first token {tokenizer.convert_ids_to_tokens(answer_ids[0])!r} is only whitespace, "
+                f"shared by every answer that starts the same way")
+    return None
+
+
+def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop") -> EncodedPrompts:
+    """Tokenise prompts and find each answer's first token.
+
+    Args:
+        model: an :class:`~ivkit.models.IVModel` (or anything with ``.tokenizer``).
+        prompts: the prompts.
+        on_bad: ``"drop"`` logs a warning naming every prompt whose answer has no usable first
+            token and keeps them in ``dropped``; ``"raise"`` raises on the first one.
+
+    Raises:
+        AnswerTokenError: with ``on_bad="raise"``, or when every prompt is unusable.
+    """
+    tok = model.tokenizer
+    kept, ids, ans, dropped = [], [], [], []
+    for pr in prompts:
+        p_ids, a_ids = _answer_tokens(tok, pr)
+        problem = answer_problem(tok, a_ids, pr.answer)
+        if problem:
+            msg = f"answer {pr.answer!r} to {pr.query.input!r}: {problem}"
+            if on_bad == "raise":
+                raise AnswerTokenError(msg + "; change the answer template (e.g. drop the leading space) "
+                                       "or remove the example")
+            dropped.append((pr, problem))
+            continue
+        kept.append(pr)
+        ids.append(p_ids)
+        ans.append(a_ids)
+    if dropped:
+        shown = "; ".join(f"{p.query.input!r} -> {p.answer!r}" for p, _ in dropped[:5])
+        log.warning("dropped %d of %d prompts whose answer has no usable first token (%s%s): %s",
+                    len(dropped), len(prompts), shown, " ..." if len(dropped) > 5 else "", dropped[0][1])
+    if prompts and not kept:
+        raise AnswerTokenError(
+            f"none of the {len(prompts)} answers has a usable first token ({dropped[0][1]}); change the "
+            f"answer template (e.g. PromptTemplate(answer='{{output}}')) or the task's outputs"
+        )
+    first = torch.tensor([a[0] for a in ans], dtype=torch.long)
+    return EncodedPrompts(kept, ids, ans, first, dropped)

@@ -1,0 +1,97 @@
+"""The CLI contract: files written, JSON keys printed, and one-line errors with non-zero exits."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ivkit import CONDITIONS
+
+
+def run(*args, env_extra=None, check=False):
+    env = {**os.environ, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    proc = subprocess.run([sys.executable, "-m", "ivkit", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory, tiny_llama_dir):
+    from ivkit.tasks import load_task
+
+    d = tmp_path_factory.mktemp("cli")
+    task = d / "mini.json"
+    task.write_text(json.dumps([{"input": e.input, "output": e.output} for e in load_task("antonym").examples[:80]]))
+    out = d / "iv"
+    proc = run("extract", tiny_llama_dir, task, "--out", out, "--shots", 3, "--mean-prompts", 5, "--trials", 2,
+               "--top-k", 3, "--seed", 1, "--method", "naive", "--no-filter", "--json", check=True)
+    return out, task, proc
+
+
+def test_extract_writes_the_contract_files(extracted):
+    out, _, proc = extracted
+    summary = json.loads(proc.stdout)
+    assert summary["layer"] is not None and len(summary["heads"]) == 3
+    ie = json.loads((out / "indirect_effects.json").read_text())
+    for key in ("n_layers", "n_heads", "aie", "method", "seconds"):
+        assert key in ie
+    assert len(ie["aie"]) == ie["n_layers"] == 3 and len(ie["aie"][0]) == ie["n_heads"] == 4
+    assert ie["method"] == "naive"
+    iv = json.loads((out / "iv.json").read_text())
+    assert iv["layer"] == summary["layer"] and iv["layer_selection"]["split"] == "valid"
+    assert set(iv["timings"]) >= {"load", "filter", "mean_activations", "indirect_effects", "layer_sweep"}
+    assert (out / "iv.safetensors").stat().st_size > 0 and (out / "heads.html").stat().st_size > 1000
+
+
+def test_evaluate_prints_one_json_object(extracted, tiny_llama_dir):
+    out, task, _ = extracted
+    proc = run("evaluate", tiny_llama_dir, task, "--iv", out, "--prompts", 6, "--shots", 3, "--json", check=True)
+    res = json.loads(proc.stdout)
+    for key in (*CONDITIONS, "layer", "n"):
+        assert key in res
+    assert res["layer"] == json.loads((out / "iv.json").read_text())["layer"]
+    proc2 = run("evaluate", tiny_llama_dir, task, "--iv", out, "--prompts", 6, "--shots", 3, "--layer", 0, "--json",
+                check=True)
+    assert json.loads(proc2.stdout)["layer"] == 0
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["extract", "{model}", "no-such-task", "--out", "{tmp}/x"], "no built-in task or file named 'no-such-task'"),
+    (["extract", "{tmp}/missing.gguf", "antonym", "--out", "{tmp}/x"], "no such .gguf file"),
+    (["extract", "{model}", "{task}", "--out", "{tmp}/x", "--shots", "3", "--mean-prompts", "4", "--trials", "2"],
+     "answers none of the"),
+    (["evaluate", "{model}", "antonym", "--iv", "{tmp}/nothing"], "iv.safetensors is missing"),
+])
+def test_errors_are_one_line_and_nonzero(args, needle, extracted, tiny_llama_dir, tmp_path):
+    _, task, _ = extracted
+    args = [a.format(model=tiny_llama_dir, task=task, tmp=tmp_path) for a in args]
+    proc = run(*args)
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.startswith("ivkit: error")]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_iv_from_another_model_is_refused_by_evaluate(extracted, tmp_path, tokenizer):
+    from .conftest import make_tiny
+
+    other = tmp_path / "gemma"
+    make_tiny("gemma3", len(tokenizer)).save_pretrained(other)
+    tokenizer.save_pretrained(other)
+    out, task, _ = extracted
+    proc = run("evaluate", other, task, "--iv", out, "--prompts", 4)
+    assert proc.returncode == 2 and "does not fit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tasks_lists_builtins():
+    proc = run("tasks", check=True)
+    assert "antonym" in proc.stdout and "Give the opposite of the word." in proc.stdout
+
+
+def test_usage_error_exits_nonzero():
+    proc = run("extract")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr

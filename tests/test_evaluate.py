@@ -1,0 +1,65 @@
+import pytest
+import torch
+
+from ivkit import CONDITIONS, InstructionVector, evaluate_iv, layer_sweep, mean_head_activations, score_prompts
+from ivkit.evaluate import LayerSweep
+
+from .conftest import prompts_of_mixed_lengths
+
+
+@pytest.fixture(scope="module")
+def iv(tiny_llama):
+    means = mean_head_activations(tiny_llama, prompts_of_mixed_lengths(tiny_llama, n=4))
+    g = tiny_llama.geometry
+    aie = torch.rand(g.n_layers, g.n_heads, generator=torch.Generator().manual_seed(0))
+    return InstructionVector.build(tiny_llama, means, aie, k=4, layer=1, task="antonym")
+
+
+@torch.no_grad()
+def test_scores_match_a_manual_ranking(tiny_model):
+    enc = prompts_of_mixed_lengths(tiny_model, n=5, style="zero_shot")
+    s = score_prompts(tiny_model, enc, batch_size=2)
+    for i, ids in enumerate(enc.input_ids):
+        logits = tiny_model.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        order = torch.argsort(logits, descending=True).tolist()
+        assert s.ranks[i].item() == order.index(int(enc.first_token[i]))
+        assert s.probs[i].item() == pytest.approx(torch.softmax(logits, -1)[enc.first_token[i]].item(), abs=1e-6)
+    assert s.accuracy(1) == pytest.approx((s.ranks == 0).float().mean().item())
+    assert s.accuracy(len(tiny_model.tokenizer)) == 1.0
+
+
+def test_layer_sweep_tries_every_layer_and_picks_the_best(tiny_llama, iv):
+    enc = prompts_of_mixed_lengths(tiny_llama, n=6, style="zero_shot")
+    sw = layer_sweep(tiny_llama, iv, enc, scale=3.0)
+    assert sw.layers == list(range(tiny_llama.geometry.n_layers)) and sw.n == 6
+    best = max(range(len(sw.layers)), key=lambda i: (sw.top1[i], sw.mean_prob[i]))
+    assert sw.best_layer == sw.layers[best]
+    # The sweep's numbers are those of score_prompts with the vector at that layer.
+    s = score_prompts(tiny_llama, enc, vector=iv.vector, layer=2, scale=3.0)
+    assert sw.mean_prob[2] == pytest.approx(s.mean_prob, abs=1e-7)
+    assert sw.plot().data
+
+
+def test_best_layer_tie_break():
+    sw = LayerSweep([0, 1, 2], [0.5, 0.5, 0.4], [0.2, 0.3, 0.9], 0.0, 0.0, 10)
+    assert sw.best_layer == 1
+
+
+def test_evaluation_has_all_conditions_and_is_reproducible(tiny_llama, iv):
+    kw = dict(n_prompts=8, shots=3, seed=5, progress=False)
+    a = evaluate_iv(tiny_llama, "antonym", iv, **kw)
+    b = evaluate_iv(tiny_llama, "antonym", iv, **kw)
+    c = evaluate_iv(tiny_llama, "antonym", iv, **{**kw, "seed": 6})
+    assert set(a.results) == set(CONDITIONS) and 4 <= a.n <= 8 and a.layer == 1  # unusable answers are dropped
+    assert a.results == b.results
+    assert a.results != c.results
+    d = a.to_dict()
+    for key in (*CONDITIONS, "layer", "n"):
+        assert key in d
+    assert list(a.to_pandas()["condition"]) == list(CONDITIONS)
+    # The IV conditions really differ from their plain counterparts (the hook is live).
+    assert a.results["zero_shot_iv"]["mean_prob"] != a.results["zero_shot"]["mean_prob"]
+    assert a.results["shuffled_iv"]["mean_prob"] != a.results["shuffled"]["mean_prob"]
+    assert a.results["random_control"]["mean_prob"] != a.results["zero_shot_iv"]["mean_prob"]
+    e = evaluate_iv(tiny_llama, "antonym", iv, layer=0, **kw)
+    assert e.layer == 0 and e.results["zero_shot"] == a.results["zero_shot"]

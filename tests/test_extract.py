@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from ivkit import InstructionVector, TaskError, extract
+from ivkit.tasks import load_task
+
+
+def test_extract_pipeline_on_a_tiny_model(tmp_path, tiny_llama, task_file):
+    res = extract(tiny_llama, str(task_file), shots=3, mean_prompts=6, trials=2, top_k=3, seed=1,
+                  filter_correct=False, progress=False)
+    g = tiny_llama.geometry
+    assert res.effects.aie.shape == (g.n_layers, g.n_heads) and res.effects.per_trial.shape[0] == 2
+    assert res.iv.k == 3 and res.iv.heads == [(l, h) for l, h, _ in res.effects.top_heads(3)]
+    assert res.sweep is not None and res.iv.layer == res.sweep.best_layer
+    assert res.iv.meta["layer_selection"]["split"] == "valid"
+    assert set(res.timings) == {"filter", "mean_activations", "indirect_effects", "build", "layer_sweep"}
+    res.save(tmp_path / "out")
+    for f in ("iv.safetensors", "iv.json", "indirect_effects.json", "heads.html", "layer_sweep.json"):
+        assert (tmp_path / "out" / f).exists(), f
+    back = InstructionVector.load(tmp_path / "out", model=tiny_llama)
+    assert torch.equal(back.vector, res.iv.vector) and back.layer == res.iv.layer
+
+
+def test_extract_is_reproducible(tiny_llama, task_file):
+    kw = dict(shots=3, mean_prompts=4, trials=2, top_k=2, seed=3, filter_correct=False, progress=False, sweep=False)
+    a, b = extract(tiny_llama, str(task_file), **kw), extract(tiny_llama, str(task_file), **kw)
+    assert torch.equal(a.effects.aie, b.effects.aie) and torch.equal(a.iv.vector, b.iv.vector)
+    c = extract(tiny_llama, str(task_file), **{**kw, "seed": 4})
+    assert not torch.equal(a.effects.aie, c.effects.aie)
+
+
+def test_extract_pieces_compose_like_the_pipeline(tiny_llama, task_file):
+    """The stages called by hand, with the same prompts, give the pipeline's numbers."""
+    res = extract(tiny_llama, str(task_file), shots=3, mean_prompts=4, trials=2, top_k=2, seed=0,
+                  filter_correct=False, progress=False, sweep=False)
+    means = res.iv.mean_activations
+    iv = InstructionVector.build(tiny_llama, means, res.effects, k=2)
+    assert torch.allclose(iv.vector, res.iv.vector)
+
+
+def test_task_the_model_cannot_do_is_a_clear_error(tiny_llama, task_file):
+    with pytest.raises(TaskError, match="answers none of the .* clean 3-shot prompts"):
+        extract(tiny_llama, str(task_file), shots=3, mean_prompts=4, trials=2, progress=False)
+
+
+def test_instruction_style_extraction(tiny_llama, task_file):
+    with pytest.raises(TaskError, match="needs an instruction"):
+        extract(tiny_llama, str(task_file), style="instruction", progress=False)
+    task = load_task(task_file, instruction="Give the opposite of the word.")
+    res = extract(tiny_llama, task, style="instruction", shots=3, mean_prompts=4, trials=2, top_k=2,
+                  filter_correct=False, progress=False, sweep=False)
+    assert res.iv.meta["style"] == "instruction" and res.effects.per_trial.shape[0] == 2
+
+
+def test_nll_metric_through_the_pipeline(tiny_llama, task_file):
+    res = extract(tiny_llama, str(task_file), shots=3, mean_prompts=4, trials=2, top_k=2, metric="nll",
+                  filter_correct=False, progress=False, sweep=False)
+    assert res.effects.metric == "nll" and res.iv.meta["metric"] == "nll"
+    assert (res.effects.baseline < 0).all()  # log-likelihoods
