@@ -61,12 +61,14 @@ def _eval_table(ev) -> str:
 
 def _extract(model_obj, task: str, out: Path, shots: int, mean_prompts: int, trials: int, top_k: int, seed: int,
              method: str, metric: str, style: str, batch_size: int, sweep: bool, layer: Optional[int],
-             post_norm: str, quiet: bool, load_seconds: float, filter_correct: bool = True):
+             post_norm: str, quiet: bool, load_seconds: float, filter_correct: bool = True,
+             max_memory_mb: float = 1024.0):
     from . import extract
 
     res = extract(model_obj, task, shots=shots, mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed,
                   method=method, metric=metric, style=style, batch_size=batch_size, sweep=sweep and layer is None,
-                  post_norm=post_norm, filter_correct=filter_correct, progress=not quiet)
+                  post_norm=post_norm, filter_correct=filter_correct, progress=not quiet,
+                  **({"max_memory_mb": max_memory_mb} if method == "fast" else {}))
     if layer is not None:
         res.iv.layer = layer
         res.iv.meta["layer_selection"] = {"given": layer}
@@ -87,7 +89,8 @@ def extract_cmd(
     trials: int = typer.Option(25, help="corrupted prompts for the indirect effects"),
     top_k: int = typer.Option(10, "--top-k", help="heads in the vector"),
     seed: int = typer.Option(0, help="seed for splits, prompts and shuffles"),
-    method: str = typer.Option("naive", help="indirect-effect method"),
+    method: str = typer.Option("fast", help="indirect effects: fast (exact), naive (per-head oracle), attribution (approx.)"),
+    max_memory_mb: float = typer.Option(1024.0, "--max-memory-mb", help="working-memory cap of the fast method"),
     metric: str = typer.Option("prob", help="prob (first answer token) or nll (whole answer, -ΔNLL)"),
     style: str = typer.Option("few_shot", help="clean prompt style: few_shot or instruction"),
     batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
@@ -103,7 +106,7 @@ def extract_cmd(
     _setup(quiet)
     ivm, load_s = _load(model)
     res = _extract(ivm, task, out, shots, mean_prompts, trials, top_k, seed, method, metric, style, batch_size,
-                   sweep, layer, post_norm, quiet, load_s, filter_correct)
+                   sweep, layer, post_norm, quiet, load_s, filter_correct, max_memory_mb)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
@@ -160,7 +163,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="output directory"),
     trials: int = typer.Option(25),
     mean_prompts: int = typer.Option(100, "--mean-prompts"),
-    method: str = typer.Option("naive"),
+    method: str = typer.Option("fast"),
     prompts: int = typer.Option(100, help="test queries in the evaluation"),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q"),

@@ -20,16 +20,28 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 
-from .errors import TaskError
+from .errors import AnswerTokenError, TaskError
 from .evaluate import LayerSweep, layer_sweep, score_prompts
 from .io import atomic_write_text
 from .mediation import IndirectEffects, indirect_effects, mean_head_activations
 from .models import IVModel
-from .tasks import DEFAULT_TEMPLATE, EncodedPrompts, PromptTemplate, Task, encode_prompts, load_task, make_prompt, sample_prompts
+from .tasks import (
+    DEFAULT_TEMPLATE,
+    EncodedPrompts,
+    Prompt,
+    PromptTemplate,
+    Task,
+    TaskSplit,
+    encode_prompts,
+    load_task,
+    make_prompt,
+    sample_prompts,
+)
 from .vectors import InstructionVector
 
 log = logging.getLogger(__name__)
@@ -71,23 +83,110 @@ def _title(iv: InstructionVector) -> str:
     return f"AIE per head: {iv.meta.get('model', {}).get('id')} on {iv.meta.get('task')}"
 
 
-def filter_prompts(model: IVModel, prompts: EncodedPrompts, need: int, *, batch_size: int = 16,
+def filter_prompts(model: IVModel, prompts: Sequence[Prompt], need: int, *, batch_size: int = 16,
                    progress: bool = True) -> tuple[EncodedPrompts, dict[str, Any]]:
-    """Keep the prompts whose answer's first token ranks first, scoring in chunks until ``need``
-    are found or the prompts run out. Order is kept, so the result is deterministic."""
-    kept: list[int] = []
-    tried = 0
-    chunk = max(batch_size * 4, need)
+    """Keep the prompts whose answer's first token ranks first.
+
+    Prompts are tokenised and scored in chunks, in order, until ``need`` are found or they run
+    out, so the result is deterministic and a large task costs only what it needs.
+
+    Returns:
+        The kept prompts (at most ``need``) and ``{"tried", "correct", "accuracy", "dropped"}``.
+    """
+    kept: list[EncodedPrompts] = []
+    n_kept = tried = dropped = 0
+    chunk = max(batch_size * 4, 32)
     for start in range(0, len(prompts), chunk):
-        idx = list(range(start, min(start + chunk, len(prompts))))
-        scores = score_prompts(model, prompts.subset(idx), batch_size=batch_size, progress=progress,
-                               desc="filter")
-        tried += len(idx)
-        kept += [i for i, r in zip(idx, scores.ranks.tolist()) if r == 0]
-        if len(kept) >= need:
+        try:
+            enc = encode_prompts(model, prompts[start:start + chunk], log_dropped=False)
+        except AnswerTokenError:
+            dropped += len(prompts[start:start + chunk])
+            continue
+        dropped += len(enc.dropped)
+        scores = score_prompts(model, enc, batch_size=batch_size, progress=progress, desc="filter")
+        tried += len(enc)
+        right = [i for i, r in enumerate(scores.ranks.tolist()) if r == 0]
+        kept.append(enc.subset(right))
+        n_kept += len(right)
+        if n_kept >= need:
             break
-    stats = {"tried": tried, "correct": len(kept), "accuracy": len(kept) / max(tried, 1)}
-    return prompts.subset(kept[:need]), stats
+    if dropped:
+        log.warning("filter: skipped %d prompts whose answer has no usable first token", dropped)
+    merged = EncodedPrompts.concat(kept) if kept else EncodedPrompts([], [], [], torch.empty(0, dtype=torch.long))
+    stats = {"tried": tried, "correct": n_kept, "accuracy": n_kept / max(tried, 1), "dropped": dropped}
+    return merged.subset(range(min(need, len(merged)))), stats
+
+
+@dataclass
+class ExtractionPrompts:
+    """The prompts an extraction uses.
+
+    Attributes:
+        mean: clean prompts for the mean head activations.
+        corrupted: the trials: clean prompts with their demonstrations' labels shuffled.
+        filter: statistics of the correctness filter.
+        split: the task split they come from.
+    """
+
+    mean: EncodedPrompts
+    corrupted: EncodedPrompts
+    filter: dict[str, Any]
+    split: TaskSplit
+
+
+def prepare_prompts(
+    model: IVModel,
+    task: Task | str,
+    *,
+    shots: int = 10,
+    mean_prompts: int = 100,
+    trials: int = 25,
+    seed: int = 0,
+    style: str = "few_shot",
+    template: PromptTemplate = DEFAULT_TEMPLATE,
+    filter_correct: bool = True,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> ExtractionPrompts:
+    """Stages 1-2 of :func:`extract`: split, build clean prompts from training queries, keep the
+    ones the model gets right, and derive the corrupted trials from the next kept ones."""
+    task = load_task(task)
+    if style not in ("few_shot", "instruction"):
+        raise ValueError(f"clean prompts must be few_shot or instruction, got {style!r}")
+    split = task.split(seed)
+    log.info("task %s: %s", task.name, split.sizes())
+    need = mean_prompts + trials
+    clean = sample_prompts(split.train, style=style, demo_pool=split.train, shots=shots, seed=seed,
+                           template=template, instruction=task.instruction, tokenizer=model.tokenizer, stream=1)
+    if filter_correct:
+        kept, fstats = filter_prompts(model, clean, need, batch_size=batch_size, progress=progress)
+        log.info("filter: %d of %d clean %s prompts answered right (%.2f)", fstats["correct"], fstats["tried"],
+                 style, fstats["accuracy"])
+    else:
+        kept = encode_prompts(model, clean[:need])
+        fstats = {"tried": 0, "correct": None, "accuracy": None, "skipped": True}
+    if len(kept) == 0:
+        raise TaskError(
+            f"{model.name} answers none of the {fstats['tried']} clean {shots}-shot prompts of {task.name!r} "
+            f"correctly, so there is no task behaviour to extract. Pick a task the model can do "
+            f"(ivkit tasks --model {model.name} measures each one), or raise --shots"
+        )
+    if len(kept) >= need:
+        n_mean, trial_idx = mean_prompts, list(range(mean_prompts, need))
+    else:  # too few: average over all of them and reuse them as trials
+        log.warning("only %d correct clean prompts for %d needed (%d mean + %d trials); the trials reuse "
+                    "mean-activation queries", len(kept), need, mean_prompts, trials)
+        n_mean, trial_idx = len(kept), list(range(min(trials, len(kept))))
+    rng = np.random.default_rng([seed, 0xC0])
+    corrupted = []
+    for i in trial_idx:
+        p = kept.prompts[i]
+        demos = p.demos
+        if len(demos) < 2:  # instruction-style clean prompts carry no demonstrations: draw some
+            pick = rng.choice(len(split.train), size=min(shots + 1, len(split.train)), replace=False)
+            demos = tuple(split.train[int(j)] for j in pick if split.train[int(j)] != p.query)[:max(shots, 2)]
+        corrupted.append(make_prompt(p.query, style="shuffled", demos=demos, template=template, rng=rng))
+    return ExtractionPrompts(kept.subset(range(n_mean)), encode_prompts(model, corrupted), fstats, split)
 
 
 def extract(
@@ -99,7 +198,7 @@ def extract(
     trials: int = 25,
     top_k: int = 10,
     seed: int = 0,
-    method: str = "naive",
+    method: str = "fast",
     metric: str = "prob",
     style: str = "few_shot",
     template: PromptTemplate = DEFAULT_TEMPLATE,
@@ -121,8 +220,9 @@ def extract(
         trials: corrupted prompts for the indirect effects.
         top_k: heads in the IV.
         seed: seeds every random choice; same seed, same numbers.
-        method: indirect-effect method (``"naive"``, ...).
-        metric: ``"prob"`` (first answer token) or ``"nll"`` (whole answer).
+        method: indirect-effect method: ``"fast"`` (exact, default), ``"naive"`` (the per-head
+            oracle) or ``"attribution"`` (approximate); see :mod:`ivkit.mediation`.
+        metric: ``"prob"`` (first answer token), ``"logit"`` (its logit) or ``"nll"`` (whole answer).
         style: clean prompt style: ``"few_shot"`` (function vectors) or ``"instruction"``
             (zero-shot with the task's instruction, as in Jiang et al.).
         post_norm: Gemma's post-attention norm handling; see :mod:`ivkit.vectors`.
@@ -133,58 +233,23 @@ def extract(
         batch_size: prompts per forward pass.
     """
     task = load_task(task)
-    if style not in ("few_shot", "instruction"):
-        raise ValueError(f"clean prompts must be few_shot or instruction, got {style!r}")
     timings: dict[str, float] = {}
-    split = task.split(seed)
-    log.info("task %s: %s", task.name, split.sizes())
 
     # 1-2. Clean prompts from training queries, filtered to the ones the model gets right.
     t0 = time.perf_counter()
-    need = mean_prompts + trials
-    clean = encode_prompts(model, sample_prompts(
-        split.train, style=style, demo_pool=split.train, shots=shots, seed=seed, template=template,
-        instruction=task.instruction, tokenizer=model.tokenizer, stream=1))
-    if filter_correct:
-        kept, fstats = filter_prompts(model, clean, need, batch_size=batch_size, progress=progress)
-    else:
-        kept = clean.subset(range(min(need, len(clean))))
-        fstats = {"tried": 0, "correct": None, "accuracy": None, "skipped": True}
+    prompts = prepare_prompts(model, task, shots=shots, mean_prompts=mean_prompts, trials=trials, seed=seed,
+                              style=style, template=template, filter_correct=filter_correct,
+                              batch_size=batch_size, progress=progress)
+    fstats, split = prompts.filter, prompts.split
     timings["filter"] = time.perf_counter() - t0
-    if filter_correct:
-        log.info("filter: %d of %d clean %s prompts answered right (%.2f)", fstats["correct"], fstats["tried"],
-                 style, fstats["accuracy"])
-    if len(kept) == 0:
-        raise TaskError(
-            f"{model.name} answers none of the {fstats['tried']} clean {shots}-shot prompts of {task.name!r} "
-            f"correctly, so there is no task behaviour to extract. Pick a task the model can do "
-            f"(ivkit tasks --model {model.name} measures each one), or raise --shots"
-        )
-    if len(kept) < need:
-        log.warning("only %d correct clean prompts for %d needed (%d mean + %d trials); the trials reuse "
-                    "mean-activation queries", len(kept), need, mean_prompts, trials)
-    if len(kept) >= need:
-        n_mean, trial_idx = mean_prompts, list(range(mean_prompts, need))
-    else:  # too few: average over all of them and reuse them as trials
-        n_mean, trial_idx = len(kept), list(range(min(trials, len(kept))))
-    mean_set = kept.subset(range(n_mean))
 
     # 3. Mean activations.
     t0 = time.perf_counter()
-    mean_acts = mean_head_activations(model, mean_set, batch_size=batch_size, progress=progress)
+    mean_acts = mean_head_activations(model, prompts.mean, batch_size=batch_size, progress=progress)
     timings["mean_activations"] = time.perf_counter() - t0
 
-    # 4. Indirect effects on corrupted prompts: each trial's demonstrations, labels shuffled.
-    rng = np.random.default_rng([seed, 0xC0])
-    corrupted_prompts = []
-    for i in trial_idx:
-        p = kept.prompts[i]
-        demos = p.demos
-        if len(demos) < 2:  # instruction-style clean prompts carry no demonstrations: draw some
-            pick = rng.choice(len(split.train), size=min(shots + 1, len(split.train)), replace=False)
-            demos = tuple(split.train[int(j)] for j in pick if split.train[int(j)] != p.query)[:max(shots, 2)]
-        corrupted_prompts.append(make_prompt(p.query, style="shuffled", demos=demos, template=template, rng=rng))
-    corrupted = encode_prompts(model, corrupted_prompts)
+    # 4. Indirect effects on the corrupted prompts.
+    corrupted = prompts.corrupted
     t0 = time.perf_counter()
     info = {"model": model.name, "task": task.name, "seed": seed}
     effects = indirect_effects(model, corrupted, mean_acts, method=method, metric=metric, progress=progress,
@@ -196,7 +261,7 @@ def extract(
     iv = InstructionVector.build(
         model, mean_acts, effects, k=top_k, post_norm=post_norm,
         task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
-        shots=shots, mean_prompts=len(mean_set), trials=len(corrupted), filter=fstats,
+        shots=shots, mean_prompts=len(prompts.mean), trials=len(corrupted), filter=fstats,
     )
     timings["build"] = time.perf_counter() - t0
 

@@ -11,6 +11,7 @@ Concepts
 Metrics (higher is better, so a positive effect means the patch helps):
 
 * ``"prob"``: probability of the answer's first token at the last position (Todd et al.).
+* ``"logit"``: the raw logit of that token (linear in the residual stream; handy for attribution).
 * ``"nll"``: log-likelihood of the whole answer; its effect is ``-ΔNLL`` (Jiang et al.'s metric
   for generation tasks). The patch is applied at the last *prompt* token.
 
@@ -18,8 +19,12 @@ Methods:
 
 * ``"naive"``: one forward pass per (trial, layer, head) at batch size 1. Slow and simple; it is
   the oracle that faster methods are tested against.
+* ``"fast"``: the same numbers, re-running only the last positions from the patched layer up
+  over the cached prefix (:mod:`ivkit.fast`).
+* ``"attribution"``: the first-order estimate ``(mean - z) · ∂metric/∂z``, all heads from one
+  forward and one backward pass (:mod:`ivkit.attribution`). Approximate.
 
-Faster methods register themselves in :data:`METHODS`.
+:data:`METHODS` maps each name to its function.
 """
 
 from __future__ import annotations
@@ -36,14 +41,17 @@ import torch
 
 from .errors import ArtifactError, IncompatibleVectorError
 from .hooks import patch_head_outputs, record_head_outputs
-from .io import atomic_write_text
-from .io import progress_bar
+from .attribution import attribution_effects
+from .fast import fast_effects
+from .io import atomic_write_text, progress_bar
 from .models import IVModel, length_batches
 from .tasks import EncodedPrompts
 
 log = logging.getLogger(__name__)
 
-METRICS = ("prob", "nll")
+METRICS = ("prob", "logit", "nll")
+#: Metrics read at the last position only (the others span the whole answer).
+FIRST_TOKEN_METRICS = ("prob", "logit")
 
 
 # --------------------------------------------------------------------------------------------
@@ -95,7 +103,7 @@ class IndirectEffects:
         per_trial: ``(n_trials, n_layers, n_heads)`` effect on each corrupted prompt.
         baseline: ``(n_trials,)`` the metric on each corrupted prompt, unpatched.
         method: how it was computed (``"naive"``, ...).
-        metric: ``"prob"`` or ``"nll"``.
+        metric: ``"prob"``, ``"logit"`` or ``"nll"``.
         seconds: wall time of the computation.
         info: free-form provenance (model, task, seed, ...).
     """
@@ -203,7 +211,7 @@ def prepare_metric_inputs(prompts: EncodedPrompts, metric: str) -> list[MetricIn
         raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
     out = []
     for ids, ans, first in zip(prompts.input_ids, prompts.answer_ids, prompts.first_token.tolist()):
-        seq = list(ids) + (list(ans) if metric == "nll" else [])
+        seq = list(ids) + ([] if metric in FIRST_TOKEN_METRICS else list(ans))
         out.append(MetricInputs(seq, len(ids) - 1, int(first), list(ans)))
     return out
 
@@ -213,10 +221,12 @@ def metric_from_logits(logits: torch.Tensor, item: MetricInputs, metric: str, of
 
     Args:
         logits: ``(pos, vocab)`` for ``metric="nll"`` (all positions of the row, left padding
-            ``offset``), or ``(vocab,)`` for ``"prob"`` (the last position).
+            ``offset``), or ``(vocab,)`` for ``"prob"``/``"logit"`` (the last position).
     """
     if metric == "prob":
         return torch.softmax(logits.float(), -1)[item.first_token]
+    if metric == "logit":
+        return logits.float()[item.first_token]
     start = offset + item.position
     n = len(item.answer_ids)
     logp = torch.log_softmax(logits[start:start + n].float(), -1)
@@ -226,19 +236,19 @@ def metric_from_logits(logits: torch.Tensor, item: MetricInputs, metric: str, of
 def run_metric(model: IVModel, items: list[MetricInputs], metric: str) -> torch.Tensor:
     """Metric of each item in one left-padded forward pass (hooks active outside apply)."""
     batch = model.make_batch([it.ids for it in items])
-    keep = 1 if metric == "prob" else 0
+    keep = 1 if metric in FIRST_TOKEN_METRICS else 0
     logits = model.forward(batch, logits_to_keep=keep)
     width = batch.input_ids.shape[1]
     vals = []
     for r, it in enumerate(items):
-        if metric == "prob":
+        if metric in FIRST_TOKEN_METRICS:
             vals.append(metric_from_logits(logits[r, -1], it, metric))
         else:
             vals.append(metric_from_logits(logits[r], it, metric, offset=width - len(it.ids)))
     return torch.stack(vals)
 
 
-def _patch_positions(model: IVModel, items: list[MetricInputs]) -> torch.Tensor:
+def _patch_positions(items: list[MetricInputs]) -> torch.Tensor:
     width = max(len(it.ids) for it in items)
     return torch.tensor([width - len(it.ids) + it.position for it in items], dtype=torch.long)
 
@@ -258,7 +268,7 @@ def _naive(model: IVModel, items: list[MetricInputs], mean_acts: torch.Tensor, m
     for i, it in enumerate(items):
         base = run_metric(model, [it], metric)[0]
         baseline[i] = base
-        pos = _patch_positions(model, [it])
+        pos = _patch_positions([it])
         for layer in range(g.n_layers):
             for head in range(g.n_heads):
                 mask = torch.zeros(g.n_heads, dtype=torch.bool)
@@ -271,7 +281,11 @@ def _naive(model: IVModel, items: list[MetricInputs], mean_acts: torch.Tensor, m
 
 
 #: method name -> function(model, items, mean_acts, metric, progress, **options) -> (per_trial, baseline)
-METHODS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {"naive": _naive}
+METHODS: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {
+    "naive": _naive,
+    "fast": fast_effects,
+    "attribution": attribution_effects,
+}
 
 
 def check_mean_activations(model: IVModel, mean_acts: torch.Tensor) -> None:
@@ -289,7 +303,7 @@ def indirect_effects(
     corrupted: EncodedPrompts,
     mean_acts: torch.Tensor,
     *,
-    method: str = "naive",
+    method: str = "fast",
     metric: str = "prob",
     progress: bool = True,
     info: dict[str, Any] | None = None,
@@ -301,9 +315,11 @@ def indirect_effects(
         model: the model.
         corrupted: the corrupted prompts (``shuffled`` style), one trial each.
         mean_acts: ``(n_layers, n_heads, d_head)`` from :func:`mean_head_activations`.
-        method: a key of :data:`METHODS` (``"naive"`` is the per-head oracle).
-        metric: ``"prob"`` or ``"nll"`` (see the module docstring).
-        options: passed to the method (e.g. batch sizes for the fast ones).
+        method: a key of :data:`METHODS`: ``"fast"`` (exact), ``"naive"`` (the per-head oracle),
+            ``"attribution"`` (first-order estimate).
+        metric: ``"prob"``, ``"logit"`` or ``"nll"`` (see the module docstring).
+        options: passed to the method, e.g. ``max_memory_mb`` / ``prompts_per_pass`` for fast,
+            ``batch_size`` for attribution.
 
     Returns:
         :class:`IndirectEffects` with ``aie`` ``(n_layers, n_heads)``.

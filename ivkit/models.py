@@ -54,8 +54,8 @@ class ArchSpec:
         layers: path from the causal-LM object to the ``ModuleList`` of decoder blocks.
         attn_out_proj: path from one decoder block to its attention output projection. Its input
             is ``(batch, pos, n_heads * d_head)``, heads concatenated in order.
-        final_norm: path from the causal-LM object to the final norm before the unembedding.
-        lm_head: path from the causal-LM object to the unembedding.
+        final_norm: path from the causal-LM object to the final norm before the unembedding (the
+            unembedding itself is ``get_output_embeddings()``).
         post_attn_norm: path from a block to a norm applied to the *output* of the attention
             projection before it joins the residual stream (Gemma 2/3), or ``None``.
     """
@@ -63,7 +63,6 @@ class ArchSpec:
     layers: str
     attn_out_proj: str
     final_norm: str
-    lm_head: str = "lm_head"
     post_attn_norm: str | None = None
 
 
@@ -85,12 +84,8 @@ ARCHITECTURES: dict[str, ArchSpec] = {
     "gemma2": _GEMMA_LIKE,
     "gemma3_text": _GEMMA_LIKE,
     "gpt2": ArchSpec(layers="transformer.h", attn_out_proj="attn.c_proj", final_norm="transformer.ln_f"),
-    "gpt_neox": ArchSpec(
-        layers="gpt_neox.layers",
-        attn_out_proj="attention.dense",
-        final_norm="gpt_neox.final_layer_norm",
-        lm_head="embed_out",
-    ),
+    "gpt_neox": ArchSpec(layers="gpt_neox.layers", attn_out_proj="attention.dense",
+                         final_norm="gpt_neox.final_layer_norm"),
 }
 
 

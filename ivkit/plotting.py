@@ -40,7 +40,7 @@ def plot_head_importance(aie: "IndirectEffects | torch.Tensor", *, top_k: int = 
             name=f"top {top_k}",
             hovertemplate="rank %{text}: layer %{y}, head %{x}<extra></extra>",
         ))
-    metric = "P(answer)" if ie.metric == "prob" else "-ΔNLL"
+    metric = {"prob": "P(answer)", "logit": "answer logit", "nll": "-ΔNLL"}.get(ie.metric, ie.metric)
     fig.update_layout(
         title=title or f"Average indirect effect per head ({metric}, {ie.method}, {ie.per_trial.shape[0]} trials)",
         xaxis_title="head", yaxis_title="layer", xaxis={"dtick": 1}, yaxis={"autorange": True},

@@ -410,6 +410,12 @@ class EncodedPrompts:
         return EncodedPrompts([self.prompts[i] for i in idx], [self.input_ids[i] for i in idx],
                               [self.answer_ids[i] for i in idx], self.first_token[idx].clone(), [])
 
+    @staticmethod
+    def concat(parts: Sequence["EncodedPrompts"]) -> "EncodedPrompts":
+        return EncodedPrompts([p for e in parts for p in e.prompts], [x for e in parts for x in e.input_ids],
+                              [a for e in parts for a in e.answer_ids],
+                              torch.cat([e.first_token for e in parts]), [d for e in parts for d in e.dropped])
+
     def with_answers(self) -> tuple[list[list[int]], list[int]]:
         """Prompt+answer sequences and, per row, the index of the last prompt token."""
         seqs = [p + a for p, a in zip(self.input_ids, self.answer_ids)]
@@ -441,7 +447,8 @@ def answer_problem(tokenizer: Any, answer_ids: Sequence[int], answer: str) -> st
     return None
 
 
-def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop") -> EncodedPrompts:
+def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop",
+                   log_dropped: bool = True) -> EncodedPrompts:
     """Tokenise prompts and find each answer's first token.
 
     Args:
@@ -468,7 +475,7 @@ def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop
         kept.append(pr)
         ids.append(p_ids)
         ans.append(a_ids)
-    if dropped:
+    if dropped and log_dropped:
         shown = "; ".join(f"{p.query.input!r} -> {p.answer!r}" for p, _ in dropped[:5])
         log.warning("dropped %d of %d prompts whose answer has no usable first token (%s%s): %s",
                     len(dropped), len(prompts), shown, " ..." if len(dropped) > 5 else "", dropped[0][1])

@@ -1,0 +1,378 @@
+"""Exact indirect effects near the FLOP limit (``method="fast"``).
+
+Why it is exact
+---------------
+Patching a head's output at the last prompt position changes nothing at earlier positions
+(attention is causal). So a patched run equals the corrupted run everywhere except at the last
+``S`` positions (``S = 1`` for the ``prob`` metric; the answer's tokens too for ``nll``), and
+there only from the patched layer upward. Those positions attend over the corrupted run's keys
+and values for every earlier position, which do not change.
+
+How it runs
+-----------
+For a chunk of ``P`` corrupted prompts:
+
+1. one full forward pass keeps each layer's keys/values (a ``DynamicCache``), the input of every
+   decoder block at the last ``S`` positions, and the keyword arguments each block received;
+2. a *row* is one (prompt, layer, head) to patch, plus one unpatched *guard row* per prompt;
+   hidden states are kept as ``(P, rows_per_prompt, S, d_model)``;
+3. going up the layers, the ``n_heads`` rows of layer ``l`` join at layer ``l`` with the
+   corrupted residual stream as input, and every active row runs through the model's own decoder
+   block on its ``S`` positions. Attention inside the block is computed by
+   :func:`_prefix_attention`: each prompt's cached prefix keys/values are shared by all of its
+   rows (one batched matmul per prompt, no copies), and each row also attends to its own new
+   positions; the two parts are combined in one softmax. The head is patched at its layer by the
+   same pre-hook as the naive path;
+4. the final norm and unembedding give each row's metric.
+
+Cost per (prompt, head) is about ``S`` token-steps of the layers from the head's layer up,
+instead of a full pass over ``T`` tokens; all heads and several prompts share every matmul.
+
+Safety
+------
+The guard row of each prompt goes through the whole continuation unpatched and must reproduce
+the full pass's metric (within ``guard_tol``). If it does not, or the model has anything this
+path cannot re-run (an attention module that does not go through transformers' attention
+interface, positional block arguments, ...), ivkit logs the reason and computes the naive path
+instead: never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+from einops import rearrange
+
+from .hooks import patch_head_outputs
+from .io import progress_bar
+from .models import IVModel, _get_module
+
+log = logging.getLogger(__name__)
+
+ATTN_KEY = "ivkit_prefix"
+
+#: Block keyword arguments the continuation knows how to re-make for its rows.
+_KNOWN_BLOCK_KWARGS = {"attention_mask", "position_ids", "past_key_values", "position_embeddings", "use_cache",
+                       "cache_position", "output_attentions", "past_key_value", "layer_past"}
+
+
+class FastPathUnsupported(RuntimeError):
+    """The fast path cannot reproduce this model's forward pass; the caller falls back to naive."""
+
+
+@dataclass
+class _Continuation:
+    """Everything the prefix attention needs; passed to the blocks in place of the attention mask.
+
+    Attributes:
+        prefix: layer -> (keys, values), each ``(P, kv_heads, Tp, d_head)``: the corrupted run's
+            cache for the positions before the last ``S``.
+        key_ok: ``(P, Tp)`` bool, real (non-padding) prefix positions.
+        n: rows per prompt at the current layer.
+        s: positions re-run per row.
+    """
+
+    prefix: dict[int, tuple[torch.Tensor, torch.Tensor]]
+    key_ok: torch.Tensor
+    n: int = 0
+    s: int = 1
+    _bias: dict[Any, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    def biases(self, window: int | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Additive masks: prefix ``(P, S, Tp)`` and own positions ``(S, S)``."""
+        key = (window, dtype)
+        if key not in self._bias:
+            tp = self.key_ok.shape[1]
+            q = torch.arange(tp, tp + self.s, device=self.key_ok.device)[:, None]       # absolute query positions
+            kp = torch.arange(tp, device=self.key_ok.device)[None, :]
+            ko = torch.arange(tp, tp + self.s, device=self.key_ok.device)[None, :]
+            ok_p = self.key_ok[:, None, :].expand(-1, self.s, -1)
+            ok_o = ko <= q
+            if window is not None:
+                ok_p = ok_p & (q - kp < window)[None]
+                ok_o = ok_o & (q - ko < window)
+            neg = torch.finfo(dtype).min
+            self._bias[key] = (torch.zeros(ok_p.shape, dtype=dtype, device=ok_p.device).masked_fill_(~ok_p, neg),
+                               torch.zeros(ok_o.shape, dtype=dtype, device=ok_o.device).masked_fill_(~ok_o, neg))
+        return self._bias[key]
+
+
+class _OwnKeysCache:
+    """Stands in for a KV cache during the continuation: a row's new keys/values are returned as
+    they are; :func:`_prefix_attention` adds the shared prefix itself."""
+
+    def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
+        return key_states, value_states
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return 0
+
+    @property
+    def is_compileable(self) -> bool:
+        return False
+
+
+def _prefix_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None,
+                      sliding_window=None, **kwargs):
+    """Attention of each row's ``S`` queries over its prompt's shared prefix plus its own keys.
+
+    Shapes: ``query (R, n_heads, S, d)``, ``key``/``value`` ``(R, kv_heads, S, d)`` with
+    ``R = P * n``. Returns ``(R, S, n_heads, d)``, as transformers' attention functions do.
+    """
+    ctx = attention_mask
+    if not isinstance(ctx, _Continuation):
+        raise FastPathUnsupported("an attention module was called outside the continuation")
+    layer = getattr(module, "layer_idx", None)
+    if layer not in ctx.prefix:
+        raise FastPathUnsupported(f"{type(module).__name__} has no usable layer_idx")
+    kp, vp = ctx.prefix[layer]
+    P, n = kp.shape[0], ctx.n
+    kvh = kp.shape[1]
+    d = query.shape[-1]
+    scaling = d ** -0.5 if scaling is None else scaling
+    window = sliding_window if sliding_window is not None else getattr(module, "sliding_window", None)
+    q = rearrange(query, "(p n) (k g) s d -> p n k g s d", p=P, k=kvh)
+    ko = rearrange(key, "(p n) k s d -> p n k s d", p=P)
+    vo = rearrange(value, "(p n) k s d -> p n k s d", p=P)
+    sp = torch.einsum("pnkgsd,pktd->pnkgst", q, kp) * scaling       # scores over the shared prefix
+    so = torch.einsum("pnkgsd,pnkud->pnkgsu", q, ko) * scaling      # scores over the row's own positions
+    if softcap:
+        sp = torch.tanh(sp / softcap) * softcap
+        so = torch.tanh(so / softcap) * softcap
+    bias_p, bias_o = ctx.biases(window, sp.dtype)
+    sp = sp + bias_p[:, None, None, None]
+    so = so + bias_o
+    m = torch.maximum(sp.amax(-1, keepdim=True), so.amax(-1, keepdim=True))
+    ep, eo = torch.exp(sp - m), torch.exp(so - m)
+    denom = ep.sum(-1, keepdim=True) + eo.sum(-1, keepdim=True)
+    out = (torch.einsum("pnkgst,pktd->pnkgsd", ep, vp) + torch.einsum("pnkgsu,pnkud->pnkgsd", eo, vo)) / denom
+    return rearrange(out, "p n k g s d -> (p n) s (k g) d").contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTN_KEY, _prefix_attention)
+
+
+@contextmanager
+def _attention_implementation(model: IVModel, key: str) -> Iterator[None]:
+    cfg = model.model.config
+    old = cfg._attn_implementation
+    cfg._attn_implementation = key
+    try:
+        yield
+    finally:
+        cfg._attn_implementation = old
+
+
+def _cache_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if hasattr(cache, "layers"):
+        return cache.layers[layer].keys, cache.layers[layer].values
+    return cache.key_cache[layer], cache.value_cache[layer]  # older transformers
+
+
+def _rows_of(value: Any, s: int, seq_len: int, n: int) -> Any:
+    """The last ``s`` positions of a per-position block argument, each prompt's repeated for its
+    ``n`` rows: ``(P, T, ...)`` -> ``(P * n, s, ...)``."""
+    if isinstance(value, tuple):
+        return tuple(_rows_of(v, s, seq_len, n) for v in value)
+    if not torch.is_tensor(value):
+        return value
+    if value.dim() >= 2 and value.shape[1] == seq_len:
+        return value[:, seq_len - s:].repeat_interleave(n, dim=0)
+    if value.dim() == 1 and value.shape[0] == seq_len:  # cache_position
+        return value[seq_len - s:]
+    raise FastPathUnsupported(f"cannot re-make a block argument of shape {tuple(value.shape)}")
+
+
+def _final_logits(model: IVModel, hidden: torch.Tensor) -> torch.Tensor:
+    norm = _get_module(model.model, model.spec.final_norm)
+    logits = model.model.get_output_embeddings()(norm(hidden)).float()
+    cap = getattr(model.model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _metrics(logits: torch.Tensor, prompt_of_row: torch.Tensor, items, metric: str, s: int,
+             first: torch.Tensor) -> torch.Tensor:
+    """Metric of each row from its logits ``(R, s, vocab)``."""
+    if metric == "prob":
+        return torch.softmax(logits[:, -1], -1).gather(-1, first.index_select(0, prompt_of_row)[:, None])[:, 0]
+    if metric == "logit":
+        return logits[:, -1].gather(-1, first.index_select(0, prompt_of_row)[:, None])[:, 0]
+    logp = torch.log_softmax(logits, -1)
+    out = torch.empty(len(prompt_of_row), device=logits.device)
+    for p in prompt_of_row.unique().tolist():
+        rows = (prompt_of_row == p).nonzero()[:, 0]
+        ans = items[p].answer_ids
+        start = s - len(ans) - 1
+        tgt = torch.tensor(ans, device=logits.device)
+        out[rows] = logp[rows, start:start + len(ans)].gather(-1, tgt[None, :, None].expand(len(rows), -1, 1)).sum((1, 2))
+    return out
+
+
+def _suffix(items, metric: str) -> int:
+    """Positions each row re-runs: the last one, or the last prompt token and the answer."""
+    from .mediation import FIRST_TOKEN_METRICS
+
+    return 1 if metric in FIRST_TOKEN_METRICS else max(len(it.ids) - it.position for it in items)
+
+
+def _prompts_per_pass(model: IVModel, max_len: int, s: int, max_memory_mb: float) -> int:
+    """How many prompts fit one continuation pass in ``max_memory_mb``: a rough model of the
+    largest per-prompt temporaries (rows' hidden states, MLP activations, attention scores)."""
+    g = model.geometry
+    rows = g.n_total_heads + 1
+    mlp = int(getattr(model.model.config, "intermediate_size", 4 * g.d_model))
+    per_row = s * (6 * g.d_model + 3 * mlp + 4 * g.n_heads * g.d_head + 3 * g.n_heads * max_len) * 4
+    return max(1, int(max_memory_mb * 2**20 // (rows * per_row)))
+
+
+@torch.inference_mode()
+def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, guard_tol: float,
+                logits_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from transformers import DynamicCache
+
+    g = model.geometry
+    H, P = g.n_heads, len(items)
+    dev = model.device
+    batch = model.make_batch([it.ids for it in items])
+    T = batch.input_ids.shape[1]
+    s = _suffix(items, metric)
+    if s >= min(len(it.ids) for it in items):
+        raise FastPathUnsupported("an answer suffix as long as its whole sequence")
+    first = torch.tensor([it.first_token for it in items], device=dev)
+
+    # 1. The full corrupted pass: block inputs at the last s positions, block kwargs, KV cache.
+    block_in: dict[int, torch.Tensor] = {}
+    block_kwargs: dict[int, dict[str, Any]] = {}
+
+    def make_hook(layer: int):
+        def hook(module, args, kwargs):
+            if len(args) > 1:
+                raise FastPathUnsupported(f"{type(module).__name__} takes positional arguments besides the "
+                                          f"hidden states; they cannot be re-made per row")
+            h = args[0] if args else kwargs["hidden_states"]
+            block_in[layer] = h[:, T - s:].clone()
+            block_kwargs[layer] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+        return hook
+
+    cache = DynamicCache()
+    handles = [model.block(l).register_forward_pre_hook(make_hook(l), with_kwargs=True) for l in range(g.n_layers)]
+    try:
+        out = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids, past_key_values=cache, use_cache=True, logits_to_keep=s)
+    finally:
+        for h in handles:
+            h.remove()
+    all_prompts = torch.arange(P, device=dev)
+    baseline = _metrics(out.logits.float(), all_prompts, items, metric, s, first)
+    unknown = set().union(*(kw.keys() for kw in block_kwargs.values())) - _KNOWN_BLOCK_KWARGS
+    if unknown:
+        raise FastPathUnsupported(f"decoder blocks take arguments it cannot re-make: {sorted(unknown)}")
+    prefix = {}
+    for l in range(g.n_layers):
+        k, v = _cache_kv(cache, l)
+        if k is None or k.shape[-2] != T:
+            raise FastPathUnsupported("the KV cache does not hold every position")
+        prefix[l] = (k[:, :, :T - s], v[:, :, :T - s])
+    del cache, out
+    ctx = _Continuation(prefix, batch.attention_mask[:, :T - s].bool(), s=s)
+    own = _OwnKeysCache()
+
+    # 2-3. Rows per prompt: the guard row, then n_heads rows joining at each layer.
+    patch_pos = torch.tensor([s - (len(it.ids) - it.position) for it in items], device=dev)
+    hidden = block_in[0][:, None]                                        # (P, n, s, d)
+    try:
+        with _attention_implementation(model, ATTN_KEY):
+            for l in range(g.n_layers):
+                hidden = torch.cat([hidden, block_in[l][:, None].expand(P, H, s, g.d_model)], dim=1)
+                n = hidden.shape[1]
+                ctx.n = n
+                kw = dict(block_kwargs[l])
+                kw["attention_mask"] = ctx
+                for key in ("position_ids", "position_embeddings", "cache_position"):
+                    if kw.get(key) is not None:
+                        kw[key] = _rows_of(kw[key], s, T, n)
+                for key in ("past_key_values", "past_key_value", "layer_past"):
+                    if key in kw:
+                        kw[key] = own
+                if "use_cache" in kw:
+                    kw["use_cache"] = False
+                mask = torch.zeros(P, n, H, dtype=torch.bool, device=dev)
+                mask[:, n - H:] = torch.eye(H, dtype=torch.bool, device=dev)
+                with patch_head_outputs(model, {l: (mask.flatten(0, 1), mean_acts[l].to(hidden.dtype))},
+                                        positions=patch_pos.repeat_interleave(n)):
+                    res = model.block(l)(hidden.flatten(0, 1), **kw)
+                hidden = (res[0] if isinstance(res, tuple) else res).view(P, n, s, g.d_model)
+    except FastPathUnsupported:
+        raise
+    except Exception as e:  # anything the blocks could not take: report, let the caller fall back
+        raise FastPathUnsupported(f"{type(e).__name__}: {e}") from e
+
+    # 4. Metrics of every row.
+    rows = hidden.flatten(0, 1)
+    prompt_of_row = all_prompts.repeat_interleave(hidden.shape[1])
+    metrics = torch.empty(len(rows))
+    for a in range(0, len(rows), logits_rows):
+        sl = slice(a, a + logits_rows)
+        metrics[sl] = _metrics(_final_logits(model, rows[sl]), prompt_of_row[sl], items, metric, s, first).cpu()
+    metrics = metrics.view(P, -1)
+    err = (metrics[:, 0] - baseline.cpu()).abs().max().item()
+    if not err <= guard_tol:
+        raise FastPathUnsupported(f"the unpatched continuation differs from the full pass by {err:.2e} "
+                                  f"(tolerance {guard_tol:.0e})")
+    effects = metrics[:, 1:].view(P, g.n_layers, H) - baseline.cpu()[:, None, None]
+    return effects, baseline.cpu()
+
+
+def fast_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: str, progress: bool, *,
+                 prompts_per_pass: int | None = None, max_memory_mb: float = 1024.0, guard_tol: float = 1e-4,
+                 logits_rows: int = 512, fallback: bool = True, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """``method="fast"``: exact per-head effects via last-position continuation (see module doc).
+
+    Args:
+        prompts_per_pass: corrupted prompts per continuation; default: as many as fit in
+            ``max_memory_mb``.
+        max_memory_mb: rough cap on the working memory of one pass (the model excluded).
+        guard_tol: largest allowed difference between the unpatched continuation and the full
+            pass, in metric units.
+        logits_rows: rows unembedded at a time (bounds the ``rows x vocab`` logits).
+        fallback: on an unsupported model, log why and run the naive path (else raise).
+
+    Returns:
+        ``(per_trial (n, n_layers, n_heads), baseline (n,))``, as the naive path.
+    """
+    from .mediation import _naive
+
+    g = model.geometry
+    try:
+        max_len = max(len(it.ids) for it in items)
+        s = _suffix(items, metric)
+        per_pass = prompts_per_pass or _prompts_per_pass(model, max_len, s, max_memory_mb)
+        effects = torch.empty(len(items), g.n_layers, g.n_heads)
+        baseline = torch.empty(len(items))
+        order = sorted(range(len(items)), key=lambda i: len(items[i].ids))  # similar lengths: less padding
+        bar = progress_bar(total=len(items), desc="indirect effects (fast)", progress=progress)
+        for a in range(0, len(order), per_pass):
+            idx = order[a:a + per_pass]
+            effects[idx], baseline[idx] = _fast_chunk(model, [items[i] for i in idx], mean_acts, metric,
+                                                      guard_tol, logits_rows)
+            bar.update(len(idx))
+        bar.close()
+        return effects, baseline
+    except FastPathUnsupported as e:
+        if not fallback:
+            raise
+        log.warning("fast path unavailable for %s (%s); computing the naive per-head loop instead",
+                    model.model_type, e)
+        return _naive(model, items, mean_acts, metric, progress)
+
+
+_register_attention()
