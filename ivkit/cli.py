@@ -44,6 +44,16 @@ def _load(model: str):
     return ivm, secs
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+    if not vals:
+        raise typer.BadParameter("give at least one scale")
+    return vals
+
+
 def _heads_table(iv) -> str:
     lines = ["rank  layer  head        AIE"]
     for i, ((l, h), a) in enumerate(zip(iv.heads, iv.head_aie), 1):
@@ -55,19 +65,20 @@ def _eval_table(ev) -> str:
     lines = [f"{'condition':<16} {'top1':>6} {'top2':>6} {'top3':>6}"]
     for c, r in ev.results.items():
         lines.append(f"{c:<16} {r['top1']:>6.3f} {r['top2']:>6.3f} {r['top3']:>6.3f}")
-    lines.append(f"(layer {ev.layer}, n={ev.n} test queries)")
+    lines.append(f"(IV at layer {ev.layer}, scale {ev.info.get('scale', 1):g}; n={ev.n} test queries)")
     return "\n".join(lines)
 
 
 def _extract(model_obj, task: str, out: Path, shots: int, mean_prompts: int, trials: int, top_k: int, seed: int,
              method: str, metric: str, style: str, batch_size: int, sweep: bool, layer: Optional[int],
              post_norm: str, quiet: bool, load_seconds: float, filter_correct: bool = True,
-             max_memory_mb: float = 1024.0):
+             max_memory_mb: float = 1024.0, scales: str = "1,2,3,4"):
     from . import extract
 
     res = extract(model_obj, task, shots=shots, mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed,
                   method=method, metric=metric, style=style, batch_size=batch_size, sweep=sweep and layer is None,
                   post_norm=post_norm, filter_correct=filter_correct, progress=not quiet,
+                  scales=_floats(scales),
                   **({"max_memory_mb": max_memory_mb} if method == "fast" else {}))
     if layer is not None:
         res.iv.layer = layer
@@ -96,6 +107,7 @@ def extract_cmd(
     batch_size: int = typer.Option(16, "--batch-size", help="prompts per forward pass"),
     sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="choose the injection layer on the validation split"),
     layer: Optional[int] = typer.Option(None, help="fix the injection layer instead of sweeping"),
+    scales: str = typer.Option("1,2,3,4", help="comma-separated IV multipliers the sweep tries with each layer"),
     post_norm: str = typer.Option("linearized", "--post-norm", help="Gemma post-attention norm: linearized or ignore"),
     filter_correct: bool = typer.Option(True, "--filter/--no-filter",
                                         help="keep only clean prompts the model answers right (off: for models that can't)"),
@@ -106,8 +118,9 @@ def extract_cmd(
     _setup(quiet)
     ivm, load_s = _load(model)
     res = _extract(ivm, task, out, shots, mean_prompts, trials, top_k, seed, method, metric, style, batch_size,
-                   sweep, layer, post_norm, quiet, load_s, filter_correct, max_memory_mb)
+                   sweep, layer, post_norm, quiet, load_s, filter_correct, max_memory_mb, scales)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
+               "scale": res.iv.scale,
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
                "method": method}
@@ -115,7 +128,7 @@ def extract_cmd(
         typer.echo(json.dumps(summary))
     else:
         typer.echo(_heads_table(res.iv))
-        typer.echo(f"injection layer: {res.iv.layer}   wrote {out}/")
+        typer.echo(f"injection: layer {res.iv.layer}, scale {res.iv.scale:g}   wrote {out}/")
         typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
 
 
@@ -125,11 +138,12 @@ def evaluate_cmd(
     task: str = typer.Argument(..., help="built-in task name or a .json/.jsonl file"),
     iv: Path = typer.Option(..., "--iv", help="directory written by ivkit extract"),
     layer: Optional[int] = typer.Option(None, help="injection layer (default: the one recorded in iv.json)"),
-    sweep: bool = typer.Option(False, "--sweep", help="re-choose the layer by a sweep on the validation split"),
+    sweep: bool = typer.Option(False, "--sweep", help="re-choose layer and scale by a sweep on the validation split"),
+    scales: str = typer.Option("1,2,3,4", help="multipliers tried by --sweep"),
     prompts: int = typer.Option(100, help="at most this many test queries"),
     shots: int = typer.Option(10, help="demonstrations in the few-shot conditions"),
     seed: int = typer.Option(0, help="seed for the split, prompts, shuffles and the random control"),
-    scale: float = typer.Option(1.0, help="multiply the vector by this"),
+    scale: Optional[float] = typer.Option(None, help="multiply the vector by this (default: the scale in iv.json)"),
     batch_size: int = typer.Option(16, "--batch-size"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -147,7 +161,8 @@ def evaluate_cmd(
     if sweep:
         split = t.split(seed)
         val = encode_prompts(ivm, sample_prompts(split.valid, style="zero_shot", n=prompts, seed=seed, stream=3))
-        layer = layer_sweep(ivm, vec, val, scale=scale, progress=not quiet).best_layer
+        sw = layer_sweep(ivm, vec, val, scales=[scale] if scale is not None else _floats(scales), progress=not quiet)
+        layer, scale = sw.best_layer, sw.best_scale
     ev = evaluate_iv(ivm, t, vec, layer=layer, n_prompts=prompts, shots=shots, seed=seed, scale=scale,
                      batch_size=batch_size, progress=not quiet)
     if as_json:
@@ -170,13 +185,14 @@ def demo_cmd(
 ):
     """Extract an IV on the embedded model, print the top heads and the accuracy table, write the heads plot."""
     from . import evaluate_iv
+    from .io import atomic_write_text
 
     _setup(quiet)
     ivm, load_s = _load(model)
     res = _extract(ivm, task, out, 10, mean_prompts, trials, 10, seed, method, "prob", "few_shot", 16, True, None,
                    "linearized", quiet, load_s)
     ev = evaluate_iv(ivm, task, res.iv, n_prompts=prompts, seed=seed, progress=not quiet)
-    (out / "evaluation.json").write_text(json.dumps(ev.to_dict(), indent=1))
+    atomic_write_text(out / "evaluation.json", json.dumps(ev.to_dict(), indent=1))
     typer.echo(f"model {ivm.name}, task {task}: top heads by average indirect effect")
     typer.echo(_heads_table(res.iv))
     typer.echo("")

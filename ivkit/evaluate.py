@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
-from .hooks import add_to_residual
+from .hooks import add_to_residual, record_head_outputs
 from .io import progress_bar
 from .models import IVModel, length_batches
 from .tasks import DEFAULT_TEMPLATE, EncodedPrompts, PromptTemplate, Task, TaskSplit, encode_prompts, load_task, sample_prompts
@@ -46,10 +47,12 @@ class Scores:
     Attributes:
         ranks: ``(n,)`` rank of the answer's first token (0 = top-1).
         probs: ``(n,)`` its probability.
+        heads: ``(n, n_layers, n_heads, d_head)`` head outputs at the last token, when asked for.
     """
 
     ranks: torch.Tensor
     probs: torch.Tensor
+    heads: torch.Tensor | None = None
 
     def accuracy(self, k: int = 1) -> float:
         return float((self.ranks < k).float().mean()) if len(self.ranks) else float("nan")
@@ -70,12 +73,16 @@ def score_prompts(
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "scoring",
+    record_heads: bool = False,
 ) -> Scores:
     """Rank and probability of each prompt's answer token at the last position.
 
     Args:
-        vector: optional ``(d_model,)`` vector (or IV) added after block ``layer`` at the last token.
-        layer: required with ``vector`` unless the IV carries one.
+        vector: optional ``(d_model,)`` vector (or IV) added after block ``layer`` at the last token,
+            times ``scale``.
+        layer: required with a plain vector; an IV's own layer otherwise.
+        record_heads: also return every head's last-token output (the same pass; used by the
+            extraction filter so that the mean activations cost nothing extra).
     """
     if isinstance(vector, InstructionVector):
         vector.check_compatible(model)
@@ -83,21 +90,25 @@ def score_prompts(
         vector = vector.vector
     if vector is not None and layer is None:
         raise ValueError("score_prompts: a vector needs a layer")
+    g = model.geometry
     ranks = torch.empty(len(prompts), dtype=torch.long)
     probs = torch.empty(len(prompts))
+    heads = torch.empty(len(prompts), g.n_layers, g.n_heads, g.d_head) if record_heads else None
     batches = length_batches([len(s) for s in prompts.input_ids], batch_size)
     for idx in progress_bar(batches, desc=desc, progress=progress):
         batch = model.make_batch([prompts.input_ids[i] for i in idx])
         target = prompts.first_token[idx].to(model.device)
-        if vector is not None:
-            with add_to_residual(model, layer, vector, scale=scale):
-                logits = model.forward(batch)[:, -1]
-        else:
+        with ExitStack() as stack:
+            if vector is not None:
+                stack.enter_context(add_to_residual(model, layer, vector, scale=scale))
+            rec = stack.enter_context(record_head_outputs(model)) if record_heads else None
             logits = model.forward(batch)[:, -1]
+        if rec is not None:
+            heads[idx] = rec.stack().float().cpu()
         tgt_logit = logits.gather(-1, target[:, None])
         ranks[idx] = (logits > tgt_logit).sum(-1).cpu()
         probs[idx] = torch.softmax(logits, -1).gather(-1, target[:, None])[:, 0].cpu()
-    return Scores(ranks, probs)
+    return Scores(ranks, probs, heads)
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,47 +118,124 @@ def score_prompts(
 
 @dataclass
 class LayerSweep:
-    """Accuracy of the prompts with the vector added after each layer.
+    """Accuracy of the prompts with the vector added after each layer, at each scale.
 
     Attributes:
-        layers: the layers tried.
-        top1: top-1 accuracy per layer.
-        mean_prob: mean probability of the answer token per layer.
-        baseline_top1: accuracy with no vector.
+        layers: the layers tried (the vector is added to that block's output).
+        scales: the multipliers tried.
+        top1: ``[scale][layer]`` top-1 accuracy.
+        mean_prob: ``[scale][layer]`` mean probability of the answer token.
+        baseline_top1, baseline_prob: the same with no vector.
         n: number of prompts.
-        split: which split the prompts came from (``"valid"`` when choosing the layer).
+        split: which split the prompts came from (``"valid"`` when choosing).
+        method: ``"fast"`` (last-position continuation) or ``"naive"`` (a full pass per cell).
     """
 
     layers: list[int]
-    top1: list[float]
-    mean_prob: list[float]
+    scales: list[float]
+    top1: list[list[float]]
+    mean_prob: list[list[float]]
     baseline_top1: float
     baseline_prob: float
     n: int
-    scale: float = 1.0
     split: str = "valid"
+    method: str = "fast"
     seconds: float = 0.0
+
+    def _best(self) -> tuple[int, int]:
+        cells = [(si, li) for si in range(len(self.scales)) for li in range(len(self.layers))]
+        return max(cells, key=lambda c: (self.top1[c[0]][c[1]], self.mean_prob[c[0]][c[1]],
+                                         -self.scales[c[0]], -self.layers[c[1]]))
 
     @property
     def best_layer(self) -> int:
-        """Highest top-1 accuracy; ties go to the higher mean probability, then the lower layer."""
-        best = max(range(len(self.layers)), key=lambda i: (self.top1[i], self.mean_prob[i], -self.layers[i]))
-        return self.layers[best]
+        """Highest top-1 accuracy; ties go to the higher mean probability, then the smaller scale,
+        then the lower layer."""
+        return self.layers[self._best()[1]]
+
+    @property
+    def best_scale(self) -> float:
+        return self.scales[self._best()[0]]
+
+    @property
+    def best_top1(self) -> float:
+        si, li = self._best()
+        return self.top1[si][li]
 
     def to_pandas(self):
+        """One row per (scale, layer): ``scale, layer, top1, mean_prob``."""
         import pandas as pd
 
-        return pd.DataFrame({"layer": self.layers, "top1": self.top1, "mean_prob": self.mean_prob})
+        return pd.DataFrame([{"scale": sc, "layer": l, "top1": self.top1[si][li], "mean_prob": self.mean_prob[si][li]}
+                             for si, sc in enumerate(self.scales) for li, l in enumerate(self.layers)])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": self.layers, "top1": self.top1, "mean_prob": self.mean_prob,
+        return {"layers": self.layers, "scales": self.scales, "top1": self.top1, "mean_prob": self.mean_prob,
                 "baseline_top1": self.baseline_top1, "baseline_prob": self.baseline_prob, "n": self.n,
-                "scale": self.scale, "split": self.split, "best_layer": self.best_layer, "seconds": self.seconds}
+                "split": self.split, "method": self.method, "best_layer": self.best_layer,
+                "best_scale": self.best_scale, "best_top1": self.best_top1, "seconds": self.seconds}
 
     def plot(self, title: str | None = None):
         from .plotting import plot_layer_sweep
 
         return plot_layer_sweep(self, title=title)
+
+
+def _sweep_naive(model, vector, prompts, layers, scales, batch_size, progress):
+    top1 = [[0.0] * len(layers) for _ in scales]
+    mprob = [[0.0] * len(layers) for _ in scales]
+    cells = [(si, li) for si in range(len(scales)) for li in range(len(layers))]
+    for si, li in progress_bar(cells, desc="layer sweep", progress=progress):
+        sc = score_prompts(model, prompts, vector=vector, layer=layers[li], scale=scales[si], batch_size=batch_size)
+        top1[si][li], mprob[si][li] = sc.accuracy(1), sc.mean_prob
+    return top1, mprob
+
+
+@torch.inference_mode()
+def _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb, guard_tol=1e-4):
+    """All (layer, scale) cells by continuation: adding the vector at the last position changes
+    only that position, so each cell re-runs one position from the layer above up."""
+    from .fast import FastPathUnsupported, RowGroup, _final_logits, _prompts_per_pass, continue_rows, run_prefix
+
+    g = model.geometry
+    n_cells = len(layers) * len(scales)
+    per_pass = max(1, _prompts_per_pass(model, max(len(x) for x in prompts.input_ids), 1, max_memory_mb)
+                   * (g.n_total_heads + 1) // (n_cells + 1))
+    hits = torch.zeros(len(scales), len(layers))
+    psum = torch.zeros(len(scales), len(layers))
+    base_hits = base_p = 0.0
+    sc = torch.tensor(scales, dtype=model.dtype, device=model.device)
+    v = vector.to(model.device, model.dtype)
+    batches = length_batches([len(x) for x in prompts.input_ids], per_pass)
+    for idx in progress_bar(batches, desc="layer sweep", progress=progress):
+        run = run_prefix(model, [prompts.input_ids[i] for i in idx], 1)
+        P = len(idx)
+        target = prompts.first_token[idx].to(model.device)
+        groups = [RowGroup(0, run.block_in[0][:, None])]
+        for l in layers:
+            h = run.block_in[l + 1][:, None] + sc[None, :, None, None] * v     # (P, n_scales, 1, d)
+            groups.append(RowGroup(l + 1, h))
+        rows = torch.cat(continue_rows(run, groups), dim=1)                   # (P, 1 + n_cells, 1, d)
+        tgt_rows = target.repeat_interleave(rows.shape[1])[:, None]
+        flat = rows.flatten(0, 1)
+        out = torch.empty(flat.shape[0], 2)                                  # rank, prob per row
+        for a in range(0, flat.shape[0], 512):
+            lg = _final_logits(model, flat[a:a + 512])[:, -1]
+            t = tgt_rows[a:a + 512]
+            out[a:a + 512, 0] = (lg > lg.gather(-1, t)).sum(-1).float().cpu()
+            out[a:a + 512, 1] = torch.softmax(lg, -1).gather(-1, t)[:, 0].cpu()
+        out = out.view(P, -1, 2)
+        full_prob = torch.softmax(run.logits[:, -1], -1).gather(-1, target[:, None])[:, 0].cpu()
+        err = (out[:, 0, 1] - full_prob).abs().max().item()
+        if not err <= guard_tol:
+            raise FastPathUnsupported(f"the unsteered continuation differs from the full pass by {err:.2e}")
+        base_hits += float((out[:, 0, 0] == 0).sum())
+        base_p += float(out[:, 0, 1].sum())
+        cells = out[:, 1:].view(P, len(layers), len(scales), 2)
+        hits += (cells[..., 0] == 0).float().sum(0).T
+        psum += cells[..., 1].sum(0).T
+    n = len(prompts)
+    return (hits / n).tolist(), (psum / n).tolist(), base_hits / n, base_p / n
 
 
 def layer_sweep(
@@ -156,25 +244,45 @@ def layer_sweep(
     prompts: EncodedPrompts,
     *,
     layers: Sequence[int] | None = None,
-    scale: float = 1.0,
+    scales: Sequence[float] = (1.0,),
+    scale: float | None = None,
+    method: str = "fast",
     batch_size: int = 32,
+    max_memory_mb: float = 1024.0,
     progress: bool = True,
     split: str = "valid",
 ) -> LayerSweep:
-    """Score ``prompts`` with the vector added after each layer in ``layers`` (default: all)."""
+    """Score ``prompts`` with the vector added after each layer in ``layers`` (default: all),
+    at each multiplier in ``scales``.
+
+    ``method="fast"`` re-runs only the last position from the layer above up (exact; it falls
+    back to ``"naive"``, a full pass per cell, where the model does not allow it).
+    ``scale=x`` is shorthand for ``scales=(x,)``.
+    """
+    from .fast import FastPathUnsupported
+
     t0 = time.perf_counter()
     if isinstance(vector, InstructionVector):
         vector.check_compatible(model)
         vector = vector.vector
+    if scale is not None:
+        scales = (scale,)
+    scales = [float(x) for x in scales]
     layers = list(range(model.geometry.n_layers)) if layers is None else list(layers)
-    base = score_prompts(model, prompts, batch_size=batch_size)
-    top1, mprob = [], []
-    for layer in progress_bar(layers, desc="layer sweep", progress=progress):
-        s = score_prompts(model, prompts, vector=vector, layer=layer, scale=scale, batch_size=batch_size)
-        top1.append(s.accuracy(1))
-        mprob.append(s.mean_prob)
-    return LayerSweep(layers, top1, mprob, base.accuracy(1), base.mean_prob, len(prompts), scale, split,
-                      time.perf_counter() - t0)
+    used = method
+    if method == "fast":
+        try:
+            top1, mprob, b1, bp = _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb)
+        except FastPathUnsupported as e:
+            log.warning("fast layer sweep unavailable for %s (%s); running a full pass per cell", model.model_type, e)
+            used = "naive"
+    elif method != "naive":
+        raise ValueError(f"unknown sweep method {method!r}; use fast or naive")
+    if used == "naive":
+        base = score_prompts(model, prompts, batch_size=batch_size)
+        b1, bp = base.accuracy(1), base.mean_prob
+        top1, mprob = _sweep_naive(model, vector, prompts, layers, scales, batch_size, progress)
+    return LayerSweep(layers, scales, top1, mprob, b1, bp, len(prompts), split, used, time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,7 +340,7 @@ def evaluate_iv(
     n_prompts: int = 100,
     shots: int = 10,
     seed: int = 0,
-    scale: float = 1.0,
+    scale: float | None = None,
     template: PromptTemplate = DEFAULT_TEMPLATE,
     split: TaskSplit | None = None,
     batch_size: int = 16,
@@ -242,7 +350,7 @@ def evaluate_iv(
 
     Args:
         task: the task (its seeded split gives the test queries and the demonstrations).
-        iv: the instruction vector; ``layer`` defaults to the IV's chosen layer.
+        iv: the instruction vector; ``layer`` and ``scale`` default to the ones it carries.
         n_prompts: at most this many test queries.
         seed: seeds the split, the query order, the demonstrations, the shuffles and the random
             control, so the same seed gives the same numbers.
@@ -251,6 +359,7 @@ def evaluate_iv(
     task = load_task(task)
     iv.check_compatible(model)
     layer = iv.layer if layer is None else layer
+    scale = iv.scale if scale is None else scale
     if layer is None:
         raise ValueError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
     split = split or task.split(seed)

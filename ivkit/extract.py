@@ -30,6 +30,7 @@ from .evaluate import LayerSweep, layer_sweep, score_prompts
 from .io import atomic_write_text
 from .mediation import IndirectEffects, indirect_effects, mean_head_activations
 from .models import IVModel
+from .plotting import to_html
 from .tasks import (
     DEFAULT_TEMPLATE,
     EncodedPrompts,
@@ -74,8 +75,7 @@ class Extraction:
         self.effects.save(out / "indirect_effects.json")
         if self.sweep is not None:
             atomic_write_text(out / "layer_sweep.json", json.dumps(self.sweep.to_dict(), indent=1))
-        fig = self.effects.plot(top_k=self.iv.k, title=_title(self.iv))
-        atomic_write_text(out / "heads.html", fig.to_html(include_plotlyjs=True, full_html=True))
+        to_html(self.effects.plot(top_k=self.iv.k, title=_title(self.iv)), out / "heads.html")
         return out
 
 
@@ -84,16 +84,20 @@ def _title(iv: InstructionVector) -> str:
 
 
 def filter_prompts(model: IVModel, prompts: Sequence[Prompt], need: int, *, batch_size: int = 16,
-                   progress: bool = True) -> tuple[EncodedPrompts, dict[str, Any]]:
+                   progress: bool = True, record_heads: bool = False
+                   ) -> tuple[EncodedPrompts, dict[str, Any], torch.Tensor | None]:
     """Keep the prompts whose answer's first token ranks first.
 
     Prompts are tokenised and scored in chunks, in order, until ``need`` are found or they run
     out, so the result is deterministic and a large task costs only what it needs.
 
     Returns:
-        The kept prompts (at most ``need``) and ``{"tried", "correct", "accuracy", "dropped"}``.
+        The kept prompts (at most ``need``), ``{"tried", "correct", "accuracy", "dropped"}``, and
+        with ``record_heads`` their head outputs at the last token ``(kept, n_layers, n_heads,
+        d_head)`` from the same passes (else None).
     """
     kept: list[EncodedPrompts] = []
+    heads: list[torch.Tensor] = []
     n_kept = tried = dropped = 0
     chunk = max(batch_size * 4, 32)
     for start in range(0, len(prompts), chunk):
@@ -103,10 +107,13 @@ def filter_prompts(model: IVModel, prompts: Sequence[Prompt], need: int, *, batc
             dropped += len(prompts[start:start + chunk])
             continue
         dropped += len(enc.dropped)
-        scores = score_prompts(model, enc, batch_size=batch_size, progress=progress, desc="filter")
+        scores = score_prompts(model, enc, batch_size=batch_size, progress=progress, desc="filter",
+                               record_heads=record_heads)
         tried += len(enc)
         right = [i for i, r in enumerate(scores.ranks.tolist()) if r == 0]
         kept.append(enc.subset(right))
+        if record_heads:
+            heads.append(scores.heads[right])
         n_kept += len(right)
         if n_kept >= need:
             break
@@ -114,7 +121,8 @@ def filter_prompts(model: IVModel, prompts: Sequence[Prompt], need: int, *, batc
         log.warning("filter: skipped %d prompts whose answer has no usable first token", dropped)
     merged = EncodedPrompts.concat(kept) if kept else EncodedPrompts([], [], [], torch.empty(0, dtype=torch.long))
     stats = {"tried": tried, "correct": n_kept, "accuracy": n_kept / max(tried, 1), "dropped": dropped}
-    return merged.subset(range(min(need, len(merged)))), stats
+    n = min(need, len(merged))
+    return merged.subset(range(n)), stats, (torch.cat(heads)[:n] if record_heads and heads else None)
 
 
 @dataclass
@@ -123,6 +131,8 @@ class ExtractionPrompts:
 
     Attributes:
         mean: clean prompts for the mean head activations.
+        mean_heads: their head outputs ``(n, n_layers, n_heads, d_head)``, recorded during the
+            filter's passes, or None (then :func:`ivkit.mean_head_activations` computes them).
         corrupted: the trials: clean prompts with their demonstrations' labels shuffled.
         filter: statistics of the correctness filter.
         split: the task split they come from.
@@ -132,6 +142,7 @@ class ExtractionPrompts:
     corrupted: EncodedPrompts
     filter: dict[str, Any]
     split: TaskSplit
+    mean_heads: torch.Tensor | None = None
 
 
 def prepare_prompts(
@@ -159,11 +170,12 @@ def prepare_prompts(
     clean = sample_prompts(split.train, style=style, demo_pool=split.train, shots=shots, seed=seed,
                            template=template, instruction=task.instruction, tokenizer=model.tokenizer, stream=1)
     if filter_correct:
-        kept, fstats = filter_prompts(model, clean, need, batch_size=batch_size, progress=progress)
+        kept, fstats, heads = filter_prompts(model, clean, need, batch_size=batch_size, progress=progress,
+                                             record_heads=True)
         log.info("filter: %d of %d clean %s prompts answered right (%.2f)", fstats["correct"], fstats["tried"],
                  style, fstats["accuracy"])
     else:
-        kept = encode_prompts(model, clean[:need])
+        kept, heads = encode_prompts(model, clean[:need]), None
         fstats = {"tried": 0, "correct": None, "accuracy": None, "skipped": True}
     if len(kept) == 0:
         raise TaskError(
@@ -186,7 +198,8 @@ def prepare_prompts(
             pick = rng.choice(len(split.train), size=min(shots + 1, len(split.train)), replace=False)
             demos = tuple(split.train[int(j)] for j in pick if split.train[int(j)] != p.query)[:max(shots, 2)]
         corrupted.append(make_prompt(p.query, style="shuffled", demos=demos, template=template, rng=rng))
-    return ExtractionPrompts(kept.subset(range(n_mean)), encode_prompts(model, corrupted), fstats, split)
+    return ExtractionPrompts(kept.subset(range(n_mean)), encode_prompts(model, corrupted), fstats, split,
+                             heads[:n_mean] if heads is not None else None)
 
 
 def extract(
@@ -205,6 +218,7 @@ def extract(
     post_norm: str = "linearized",
     sweep: bool = True,
     sweep_prompts: int = 100,
+    scales: Sequence[float] = (1.0, 2.0, 3.0, 4.0),
     filter_correct: bool = True,
     batch_size: int = 16,
     progress: bool = True,
@@ -226,8 +240,10 @@ def extract(
         style: clean prompt style: ``"few_shot"`` (function vectors) or ``"instruction"``
             (zero-shot with the task's instruction, as in Jiang et al.).
         post_norm: Gemma's post-attention norm handling; see :mod:`ivkit.vectors`.
-        sweep: choose the injection layer on the validation split.
+        sweep: choose the injection layer and scale on the validation split.
         sweep_prompts: at most this many validation queries in the sweep.
+        scales: the multipliers the sweep tries with every layer (``(1.0,)`` for the reference
+            recipe, which always injects at scale 1).
         filter_correct: keep only clean prompts the model answers right (the reference recipe).
             Turn off only for models that cannot do the task at all, such as random-init tests.
         batch_size: prompts per forward pass.
@@ -245,7 +261,10 @@ def extract(
 
     # 3. Mean activations.
     t0 = time.perf_counter()
-    mean_acts = mean_head_activations(model, prompts.mean, batch_size=batch_size, progress=progress)
+    if prompts.mean_heads is not None:  # recorded by the filter's own passes
+        mean_acts = prompts.mean_heads.mean(0)
+    else:
+        mean_acts = mean_head_activations(model, prompts.mean, batch_size=batch_size, progress=progress)
     timings["mean_activations"] = time.perf_counter() - t0
 
     # 4. Indirect effects on the corrupted prompts.
@@ -271,11 +290,13 @@ def extract(
         t0 = time.perf_counter()
         val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=sweep_prompts, seed=seed,
                                                    template=template, stream=3))
-        sw = layer_sweep(model, iv, val, batch_size=batch_size * 2, progress=progress, split="valid")
-        iv.layer = sw.best_layer
-        iv.meta["layer_selection"] = {"split": "valid", "n": sw.n, "style": "zero_shot",
-                                      "top1": sw.top1[sw.layers.index(sw.best_layer)],
-                                      "criterion": "top-1 accuracy, then mean answer probability"}
+        sw = layer_sweep(model, iv, val, scales=scales, batch_size=batch_size * 2, progress=progress,
+                         split="valid")
+        iv.layer, iv.scale = sw.best_layer, sw.best_scale
+        iv.meta["layer_selection"] = {"split": "valid", "n": sw.n, "style": "zero_shot", "scales": list(sw.scales),
+                                      "top1": sw.best_top1, "baseline_top1": sw.baseline_top1,
+                                      "criterion": "top-1 accuracy, then mean answer probability, "
+                                                   "then the smaller scale, then the lower layer"}
         timings["layer_sweep"] = time.perf_counter() - t0
     iv.meta["timings"] = {k: round(v, 3) for k, v in timings.items()}
     effects.info["timings"] = iv.meta["timings"]

@@ -217,6 +217,13 @@ def _metrics(logits: torch.Tensor, prompt_of_row: torch.Tensor, items, metric: s
     return out
 
 
+def check_supported(model: IVModel) -> None:
+    """Raise :class:`FastPathUnsupported` if the attention cannot be swapped for the prefix one."""
+    impl = getattr(model.model.config, "_attn_implementation", None)
+    if impl not in ("sdpa", "eager"):
+        raise FastPathUnsupported(f"attention implementation {impl!r} (the fast path replaces sdpa or eager)")
+
+
 def _suffix(items, metric: str) -> int:
     """Positions each row re-runs: the last one, or the last prompt token and the answer."""
     from .mediation import FIRST_TOKEN_METRICS
@@ -234,26 +241,62 @@ def _prompts_per_pass(model: IVModel, max_len: int, s: int, max_memory_mb: float
     return max(1, int(max_memory_mb * 2**20 // (rows * per_row)))
 
 
+@dataclass
+class PrefixRun:
+    """A full forward pass over a batch, kept so that rows can be continued from any layer.
+
+    Attributes:
+        batch: the left-padded batch.
+        s: number of last positions the continuation re-runs.
+        block_in: layer -> ``(P, s, d_model)`` input of each block at the last ``s`` positions;
+            ``block_in[n_layers]`` is the last block's output (the final norm's input).
+        block_kwargs: layer -> the keyword arguments each block received.
+        ctx: the shared-prefix attention state (prefix keys/values, padding).
+        logits: ``(P, s, vocab)`` the full pass's logits at the last ``s`` positions.
+    """
+
+    model: IVModel
+    batch: Any
+    s: int
+    block_in: dict[int, torch.Tensor]
+    block_kwargs: dict[int, dict[str, Any]]
+    ctx: _Continuation
+    logits: torch.Tensor
+
+    @property
+    def n_prompts(self) -> int:
+        return int(self.batch.input_ids.shape[0])
+
+
+@dataclass
+class RowGroup:
+    """Rows that enter the network at the input of block ``layer`` (``n_layers``: after the last
+    block) with hidden states ``hidden`` ``(P, r, s, d_model)``. ``patch_mask`` ``(P, r, n_heads)``
+    and ``patch_values`` ``(n_heads, d_head)`` replace head outputs inside that block, at position
+    ``patch_pos`` ``(P,)`` of the ``s`` re-run ones."""
+
+    layer: int
+    hidden: torch.Tensor
+    patch_mask: torch.Tensor | None = None
+    patch_values: torch.Tensor | None = None
+    patch_pos: torch.Tensor | None = None
+
+
 @torch.inference_mode()
-def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, guard_tol: float,
-                logits_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+def run_prefix(model: IVModel, sequences: list[list[int]], s: int) -> PrefixRun:
+    """One full pass over ``sequences`` keeping what continuations need (see :class:`PrefixRun`)."""
     from transformers import DynamicCache
 
+    check_supported(model)
     g = model.geometry
-    H, P = g.n_heads, len(items)
-    dev = model.device
-    batch = model.make_batch([it.ids for it in items])
+    batch = model.make_batch(sequences)
     T = batch.input_ids.shape[1]
-    s = _suffix(items, metric)
-    if s >= min(len(it.ids) for it in items):
-        raise FastPathUnsupported("an answer suffix as long as its whole sequence")
-    first = torch.tensor([it.first_token for it in items], device=dev)
-
-    # 1. The full corrupted pass: block inputs at the last s positions, block kwargs, KV cache.
+    if s >= min(len(x) for x in sequences):
+        raise FastPathUnsupported("a re-run suffix as long as its whole sequence")
     block_in: dict[int, torch.Tensor] = {}
     block_kwargs: dict[int, dict[str, Any]] = {}
 
-    def make_hook(layer: int):
+    def pre_hook(layer: int):
         def hook(module, args, kwargs):
             if len(args) > 1:
                 raise FastPathUnsupported(f"{type(module).__name__} takes positional arguments besides the "
@@ -263,16 +306,19 @@ def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, gua
             block_kwargs[layer] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
         return hook
 
+    def last_hook(module, args, output):
+        h = output[0] if isinstance(output, tuple) else output
+        block_in[g.n_layers] = h[:, T - s:].clone()
+
     cache = DynamicCache()
-    handles = [model.block(l).register_forward_pre_hook(make_hook(l), with_kwargs=True) for l in range(g.n_layers)]
+    handles = [model.block(l).register_forward_pre_hook(pre_hook(l), with_kwargs=True) for l in range(g.n_layers)]
+    handles.append(model.block(g.n_layers - 1).register_forward_hook(last_hook))
     try:
         out = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                           position_ids=batch.position_ids, past_key_values=cache, use_cache=True, logits_to_keep=s)
     finally:
         for h in handles:
             h.remove()
-    all_prompts = torch.arange(P, device=dev)
-    baseline = _metrics(out.logits.float(), all_prompts, items, metric, s, first)
     unknown = set().union(*(kw.keys() for kw in block_kwargs.values())) - _KNOWN_BLOCK_KWARGS
     if unknown:
         raise FastPathUnsupported(f"decoder blocks take arguments it cannot re-make: {sorted(unknown)}")
@@ -282,21 +328,57 @@ def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, gua
         if k is None or k.shape[-2] != T:
             raise FastPathUnsupported("the KV cache does not hold every position")
         prefix[l] = (k[:, :, :T - s], v[:, :, :T - s])
-    del cache, out
     ctx = _Continuation(prefix, batch.attention_mask[:, :T - s].bool(), s=s)
-    own = _OwnKeysCache()
+    return PrefixRun(model, batch, s, block_in, block_kwargs, ctx, out.logits.float())
 
-    # 2-3. Rows per prompt: the guard row, then n_heads rows joining at each layer.
-    patch_pos = torch.tensor([s - (len(it.ids) - it.position) for it in items], device=dev)
-    hidden = block_in[0][:, None]                                        # (P, n, s, d)
+
+@torch.inference_mode()
+def continue_rows(run: PrefixRun, groups: list[RowGroup]) -> list[torch.Tensor]:
+    """Run every group's rows from its layer to the top, over the cached prefix.
+
+    Returns, per group, the final hidden states (the final norm's input) ``(P, r, s, d_model)``.
+    """
+    model, s = run.model, run.s
+    g = model.geometry
+    H, P, T = g.n_heads, run.n_prompts, run.batch.input_ids.shape[1]
+    dev = model.device
+    order = sorted(range(len(groups)), key=lambda i: groups[i].layer)
+    spans: dict[int, tuple[int, int]] = {}
+    hidden = torch.empty(P, 0, s, g.d_model, device=dev, dtype=model.dtype)
+    own = _OwnKeysCache()
+    gi = 0
     try:
         with _attention_implementation(model, ATTN_KEY):
-            for l in range(g.n_layers):
-                hidden = torch.cat([hidden, block_in[l][:, None].expand(P, H, s, g.d_model)], dim=1)
+            for l in range(g.n_layers + 1):
+                joining = []
+                while gi < len(order) and groups[order[gi]].layer == l:
+                    joining.append(order[gi])
+                    gi += 1
+                patch_mask = None
+                patch_values = None
+                patch_pos = None
+                for i in joining:
+                    grp = groups[i]
+                    spans[i] = (hidden.shape[1], hidden.shape[1] + grp.hidden.shape[1])
+                    hidden = torch.cat([hidden, grp.hidden.to(hidden.dtype)], dim=1)
+                if l == g.n_layers:
+                    break
+                patched = [i for i in joining if groups[i].patch_mask is not None]
+                if patched:
+                    patch_mask = torch.zeros(P, hidden.shape[1], H, dtype=torch.bool, device=dev)
+                    for i in patched:
+                        a, b = spans[i]
+                        patch_mask[:, a:b] = groups[i].patch_mask
+                        if patch_values is not None and not torch.equal(patch_values, groups[i].patch_values):
+                            raise ValueError("row groups joining one layer must share their patch values")
+                        patch_values = groups[i].patch_values
+                        patch_pos = groups[i].patch_pos
+                if hidden.shape[1] == 0:
+                    continue
                 n = hidden.shape[1]
-                ctx.n = n
-                kw = dict(block_kwargs[l])
-                kw["attention_mask"] = ctx
+                run.ctx.n = n
+                kw = dict(run.block_kwargs[l])
+                kw["attention_mask"] = run.ctx
                 for key in ("position_ids", "position_embeddings", "cache_position"):
                     if kw.get(key) is not None:
                         kw[key] = _rows_of(kw[key], s, T, n)
@@ -305,25 +387,52 @@ def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, gua
                         kw[key] = own
                 if "use_cache" in kw:
                     kw["use_cache"] = False
-                mask = torch.zeros(P, n, H, dtype=torch.bool, device=dev)
-                mask[:, n - H:] = torch.eye(H, dtype=torch.bool, device=dev)
-                with patch_head_outputs(model, {l: (mask.flatten(0, 1), mean_acts[l].to(hidden.dtype))},
-                                        positions=patch_pos.repeat_interleave(n)):
+                if patch_mask is not None:
+                    with patch_head_outputs(model, {l: (patch_mask.flatten(0, 1), patch_values.to(hidden.dtype))},
+                                            positions=patch_pos.repeat_interleave(n)):
+                        res = model.block(l)(hidden.flatten(0, 1), **kw)
+                else:
                     res = model.block(l)(hidden.flatten(0, 1), **kw)
                 hidden = (res[0] if isinstance(res, tuple) else res).view(P, n, s, g.d_model)
-    except FastPathUnsupported:
+    except (FastPathUnsupported, ValueError):
         raise
     except Exception as e:  # anything the blocks could not take: report, let the caller fall back
         raise FastPathUnsupported(f"{type(e).__name__}: {e}") from e
+    return [hidden[:, spans[i][0]:spans[i][1]] for i in range(len(groups))]
 
-    # 4. Metrics of every row.
-    rows = hidden.flatten(0, 1)
-    prompt_of_row = all_prompts.repeat_interleave(hidden.shape[1])
-    metrics = torch.empty(len(rows))
-    for a in range(0, len(rows), logits_rows):
+
+def row_logits(model: IVModel, hidden: torch.Tensor, fn, logits_rows: int = 512) -> torch.Tensor:
+    """Apply ``fn(logits (R, s, vocab), rows slice) -> (R,)`` to the unembedded rows of
+    ``hidden`` ``(R, s, d_model)``, ``logits_rows`` at a time; returns ``(R,)`` on the CPU."""
+    out = torch.empty(hidden.shape[0])
+    for a in range(0, hidden.shape[0], logits_rows):
         sl = slice(a, a + logits_rows)
-        metrics[sl] = _metrics(_final_logits(model, rows[sl]), prompt_of_row[sl], items, metric, s, first).cpu()
-    metrics = metrics.view(P, -1)
+        out[sl] = fn(_final_logits(model, hidden[sl]), sl).float().cpu()
+    return out
+
+
+@torch.inference_mode()
+def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, guard_tol: float,
+                logits_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = model.geometry
+    H, P = g.n_heads, len(items)
+    dev = model.device
+    s = _suffix(items, metric)
+    run = run_prefix(model, [it.ids for it in items], s)
+    first = torch.tensor([it.first_token for it in items], device=dev)
+    all_prompts = torch.arange(P, device=dev)
+    baseline = _metrics(run.logits, all_prompts, items, metric, s, first)
+    patch_pos = torch.tensor([s - (len(it.ids) - it.position) for it in items], device=dev)
+    eye = torch.eye(H, dtype=torch.bool, device=dev)[None].expand(P, H, H)
+    groups = [RowGroup(0, run.block_in[0][:, None])]  # the guard row: unpatched, from the bottom
+    groups += [RowGroup(l, run.block_in[l][:, None].expand(P, H, s, g.d_model), eye, mean_acts[l], patch_pos)
+               for l in range(g.n_layers)]
+    finals = continue_rows(run, groups)
+    rows = torch.cat(finals, dim=1)                                       # (P, 1 + n_layers*H, s, d)
+    prompt_of_row = all_prompts.repeat_interleave(rows.shape[1])
+    metrics = row_logits(model, rows.flatten(0, 1),
+                         lambda lg, sl: _metrics(lg, prompt_of_row[sl], items, metric, s, first),
+                         logits_rows).view(P, -1)
     err = (metrics[:, 0] - baseline.cpu()).abs().max().item()
     if not err <= guard_tol:
         raise FastPathUnsupported(f"the unpatched continuation differs from the full pass by {err:.2e} "

@@ -178,7 +178,8 @@ class IVModel:
         geometry: the :class:`HeadGeometry`.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None, spec: ArchSpec | None = None):
+    def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None, spec: ArchSpec | None = None,
+                 prepend_bos: bool | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.model_type: str = str(getattr(model.config, "model_type", type(model).__name__))
@@ -191,6 +192,9 @@ class IVModel:
                 f"no tokenizer for {self.name}: pass tokenizer=... to load_model together with the model"
             )
         self.pad_token_id = _pad_token_id(tokenizer, model)
+        #: Start every prompt with the BOS token: True forces it, False strips it, None keeps what
+        #: the tokenizer does by default.
+        self.prepend_bos = prepend_bos
 
     def _check_geometry(self) -> None:
         g = self.geometry
@@ -269,10 +273,21 @@ class IVModel:
 
     # ---- tokenisation and batching -------------------------------------------------------
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``, with the special tokens the tokenizer adds by default (BOS for
-        Llama-2/Gemma tokenizers; none for SmolLM2 or GPT-2)."""
-        return list(self.tokenizer(text)["input_ids"])
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``.
+
+        With ``add_special_tokens``, the BOS token follows :attr:`prepend_bos`: by default what
+        the tokenizer adds (BOS for Llama-2/Gemma tokenizers; none for SmolLM2 or GPT-2)."""
+        ids = list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        if not add_special_tokens or self.prepend_bos is None or bos is None:
+            return ids
+        has = bool(ids) and ids[0] == bos
+        if self.prepend_bos and not has:
+            return [bos] + ids
+        if not self.prepend_bos and has:
+            return ids[1:]
+        return ids
 
     def make_batch(self, sequences: Sequence[Sequence[int]]) -> Batch:
         """Left-pad token sequences into a :class:`Batch` on the model's device."""

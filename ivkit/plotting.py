@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -50,17 +51,22 @@ def plot_head_importance(aie: "IndirectEffects | torch.Tensor", *, top_k: int = 
 
 
 def plot_layer_sweep(sweep: "LayerSweep", *, title: str | None = None):
-    """Top-1 accuracy and mean answer probability against the injection layer."""
+    """Top-1 accuracy against the injection layer, one line per scale; the chosen cell marked."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=sweep.layers, y=sweep.top1, mode="lines+markers", name="top-1 accuracy"))
-    fig.add_trace(go.Scatter(x=sweep.layers, y=sweep.mean_prob, mode="lines+markers", name="mean P(answer)",
-                             line={"dash": "dot"}))
+    for si, sc in enumerate(sweep.scales):
+        fig.add_trace(go.Scatter(
+            x=sweep.layers, y=sweep.top1[si], mode="lines+markers", name=f"top-1, scale {sc:g}",
+            customdata=sweep.mean_prob[si],
+            hovertemplate="layer %{x}: top-1 %{y:.3f}, mean P(answer) %{customdata:.3f}<extra></extra>"))
     fig.add_hline(y=sweep.baseline_top1, line_dash="dash", annotation_text="no vector")
-    fig.add_vline(x=sweep.best_layer, line_color="green", annotation_text=f"best: {sweep.best_layer}")
-    fig.update_layout(title=title or f"Layer sweep ({sweep.split} split, n={sweep.n}, scale {sweep.scale})",
-                      xaxis_title="layer the vector is added after", yaxis_title="score", yaxis={"range": [0, 1.02]})
+    fig.add_trace(go.Scatter(x=[sweep.best_layer], y=[sweep.best_top1], mode="markers", name="chosen",
+                             marker={"symbol": "star", "size": 16, "color": "green"}))
+    fig.update_layout(title=title or f"Injection sweep ({sweep.split} split, n={sweep.n}): best layer "
+                                     f"{sweep.best_layer}, scale {sweep.best_scale:g}",
+                      xaxis_title="layer the vector is added after", yaxis_title="top-1 accuracy",
+                      yaxis={"range": [0, 1.02]})
     return fig
 
 
@@ -76,10 +82,8 @@ def plot_evaluation(ev: "Evaluation", *, title: str | None = None):
     return fig
 
 
-def to_html(fig: Any, path: str) -> None:
+def to_html(fig: Any, path: "str | Path") -> None:
     """Write a figure as a self-contained HTML file, atomically."""
-    from pathlib import Path
-
     from .io import atomic_write_text
 
     atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True, full_html=True))

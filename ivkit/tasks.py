@@ -422,9 +422,11 @@ class EncodedPrompts:
         return seqs, [len(p) - 1 for p in self.input_ids]
 
 
-def _answer_tokens(tokenizer: Any, prompt: Prompt) -> tuple[list[int], list[int]]:
+def _answer_tokens(model: Any, prompt: Prompt) -> tuple[list[int], list[int]]:
+    tokenizer = model.tokenizer
+
     def enc(s: str) -> list[int]:
-        return list(tokenizer(s, add_special_tokens=prompt.add_special_tokens)["input_ids"])
+        return model.encode(s, add_special_tokens=prompt.add_special_tokens)
 
     p_ids = enc(prompt.text)
     full = enc(prompt.text + prompt.answer)
@@ -452,7 +454,7 @@ def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop
     """Tokenise prompts and find each answer's first token.
 
     Args:
-        model: an :class:`~ivkit.models.IVModel` (or anything with ``.tokenizer``).
+        model: an :class:`~ivkit.models.IVModel` (its ``encode`` decides BOS handling).
         prompts: the prompts.
         on_bad: ``"drop"`` logs a warning naming every prompt whose answer has no usable first
             token and keeps them in ``dropped``; ``"raise"`` raises on the first one.
@@ -463,7 +465,7 @@ def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop
     tok = model.tokenizer
     kept, ids, ans, dropped = [], [], [], []
     for pr in prompts:
-        p_ids, a_ids = _answer_tokens(tok, pr)
+        p_ids, a_ids = _answer_tokens(model, pr)
         problem = answer_problem(tok, a_ids, pr.answer)
         if problem:
             msg = f"answer {pr.answer!r} to {pr.query.input!r}: {problem}"

@@ -118,6 +118,7 @@ class InstructionVector:
         head_contributions: ``(k, d_model)`` each head's term of ``vector``.
         mean_activations: ``(n_layers, n_heads, d_head)`` all heads' means, or None.
         layer: the injection layer (block index), or None until chosen.
+        scale: the multiplier applied when injecting (chosen with the layer; 1 by default).
         meta: provenance: model id, config hash, geometry, task, template, seed, version, ...
     """
 
@@ -129,6 +130,7 @@ class InstructionVector:
     mean_activations: torch.Tensor | None = None
     layer: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    scale: float = 1.0
 
     # ---- construction --------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class InstructionVector:
     def __repr__(self) -> str:
         m = self.meta.get("model", {})
         return (f"InstructionVector(model={m.get('id')!r}, task={self.meta.get('task')!r}, k={self.k}, "
-                f"layer={self.layer}, norm={self.norm:.3f})")
+                f"layer={self.layer}, scale={self.scale:g}, norm={self.norm:.3f})")
 
     # ---- compatibility and application ---------------------------------------------------
 
@@ -246,13 +248,14 @@ class InstructionVector:
                         m["config_hash"], model.name, model.config_hash())
 
     @contextmanager
-    def apply(self, model: IVModel, layer: int | None = None, *, scale: float = 1.0,
+    def apply(self, model: IVModel, layer: int | None = None, *, scale: float | None = None,
               positions: Positions = -1) -> Iterator[None]:
         """Inside the ``with`` block, every forward pass adds ``scale * vector`` to the output of
-        block ``layer`` (default: :attr:`layer`) at the last position; during generation, at each
-        new token."""
+        block ``layer`` at the last position; during generation, at each new token. ``layer`` and
+        ``scale`` default to :attr:`layer` and :attr:`scale`."""
         self.check_compatible(model)
         layer = self.layer if layer is None else layer
+        scale = self.scale if scale is None else scale
         if layer is None:
             raise ValueError("this IV has no injection layer yet: pass layer=..., or choose one with "
                              "ivkit.layer_sweep")
@@ -272,6 +275,7 @@ class InstructionVector:
         sidecar = {
             "format": FORMAT,
             "layer": self.layer,
+            "scale": self.scale,
             "k": self.k,
             "heads": [{"layer": l, "head": h, "aie": _finite(a)} for (l, h), a in zip(self.heads, self.head_aie)],
             "norm": self.norm,
@@ -308,9 +312,10 @@ class InstructionVector:
         if tensors["head_means"].shape[0] != len(heads):
             raise ArtifactError(f"{directory}: iv.json lists {len(heads)} heads but the tensors hold "
                                 f"{tensors['head_means'].shape[0]}")
-        meta = {k: v for k, v in sidecar.items() if k not in {"format", "layer", "k", "heads", "norm"}}
+        meta = {k: v for k, v in sidecar.items() if k not in {"format", "layer", "scale", "k", "heads", "norm"}}
         iv = cls(tensors["vector"], heads, [_nan(h.get("aie")) for h in sidecar["heads"]], tensors["head_means"],
-                 tensors["head_contributions"], tensors.get("mean_activations"), sidecar.get("layer"), meta)
+                 tensors["head_contributions"], tensors.get("mean_activations"), sidecar.get("layer"), meta,
+                 float(sidecar.get("scale", 1.0)))
         if model is not None:
             iv.check_compatible(model)
         return iv

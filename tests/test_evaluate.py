@@ -30,19 +30,38 @@ def test_scores_match_a_manual_ranking(tiny_model):
 
 def test_layer_sweep_tries_every_layer_and_picks_the_best(tiny_llama, iv):
     enc = prompts_of_mixed_lengths(tiny_llama, n=6, style="zero_shot")
-    sw = layer_sweep(tiny_llama, iv, enc, scale=3.0)
-    assert sw.layers == list(range(tiny_llama.geometry.n_layers)) and sw.n == 6
-    best = max(range(len(sw.layers)), key=lambda i: (sw.top1[i], sw.mean_prob[i]))
-    assert sw.best_layer == sw.layers[best]
-    # The sweep's numbers are those of score_prompts with the vector at that layer.
+    sw = layer_sweep(tiny_llama, iv, enc, scales=(1.0, 3.0))
+    assert sw.layers == list(range(tiny_llama.geometry.n_layers)) and sw.scales == [1.0, 3.0] and sw.n == 6
+    assert sw.method == "fast"
+    cells = [(sw.top1[si][li], sw.mean_prob[si][li], -sw.scales[si], -sw.layers[li], sw.layers[li], sw.scales[si])
+             for si in range(2) for li in range(len(sw.layers))]
+    best = max(cells)
+    assert (sw.best_layer, sw.best_scale) == (best[4], best[5])
+    # The sweep's numbers are those of score_prompts with the vector at that layer and scale.
     s = score_prompts(tiny_llama, enc, vector=iv.vector, layer=2, scale=3.0)
-    assert sw.mean_prob[2] == pytest.approx(s.mean_prob, abs=1e-7)
-    assert sw.plot().data
+    assert sw.mean_prob[1][2] == pytest.approx(s.mean_prob, abs=1e-6)
+    assert sw.top1[1][2] == pytest.approx(s.accuracy(1))
+    assert sw.baseline_prob == pytest.approx(score_prompts(tiny_llama, enc).mean_prob, abs=1e-6)
+    assert len(sw.to_pandas()) == 2 * len(sw.layers) and sw.plot().data
 
 
-def test_best_layer_tie_break():
-    sw = LayerSweep([0, 1, 2], [0.5, 0.5, 0.4], [0.2, 0.3, 0.9], 0.0, 0.0, 10)
-    assert sw.best_layer == 1
+def test_fast_sweep_equals_naive_sweep(tiny_model):
+    enc = prompts_of_mixed_lengths(tiny_model, n=7, style="zero_shot")
+    v = torch.randn(tiny_model.geometry.d_model, generator=torch.Generator().manual_seed(3))
+    a = layer_sweep(tiny_model, v, enc, scales=(0.5, 2.0), method="naive", progress=False)
+    b = layer_sweep(tiny_model, v, enc, scales=(0.5, 2.0), method="fast", progress=False, max_memory_mb=0.01)
+    assert b.method == "fast" and a.method == "naive"
+    assert a.top1 == b.top1
+    assert torch.allclose(torch.tensor(a.mean_prob), torch.tensor(b.mean_prob), atol=1e-6)
+    assert (a.best_layer, a.best_scale) == (b.best_layer, b.best_scale)
+
+
+def test_best_cell_tie_break():
+    sw = LayerSweep([0, 1, 2], [1.0, 2.0], [[0.5, 0.5, 0.4], [0.5, 0.3, 0.2]],
+                    [[0.2, 0.3, 0.9], [0.3, 0.1, 0.1]], 0.0, 0.0, 10)
+    assert (sw.best_layer, sw.best_scale) == (1, 1.0)
+    sw2 = LayerSweep([0, 1], [1.0, 2.0], [[0.5, 0.5], [0.5, 0.5]], [[0.2, 0.2], [0.2, 0.2]], 0.0, 0.0, 10)
+    assert (sw2.best_layer, sw2.best_scale) == (0, 1.0)
 
 
 def test_evaluation_has_all_conditions_and_is_reproducible(tiny_llama, iv):
@@ -63,3 +82,13 @@ def test_evaluation_has_all_conditions_and_is_reproducible(tiny_llama, iv):
     assert a.results["random_control"]["mean_prob"] != a.results["zero_shot_iv"]["mean_prob"]
     e = evaluate_iv(tiny_llama, "antonym", iv, layer=0, **kw)
     assert e.layer == 0 and e.results["zero_shot"] == a.results["zero_shot"]
+
+
+def test_scoring_can_record_the_same_head_outputs_as_head_activations(tiny_model):
+    """The extraction filter reuses its scoring passes for the mean activations."""
+    from ivkit import head_activations
+
+    enc = prompts_of_mixed_lengths(tiny_model, n=5)
+    s = score_prompts(tiny_model, enc, batch_size=2, record_heads=True)
+    assert (s.heads - head_activations(tiny_model, enc, batch_size=3)).abs().max() <= 1e-5
+    assert score_prompts(tiny_model, enc).heads is None

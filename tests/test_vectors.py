@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 
+import ivkit
 from ivkit import ArtifactError, IncompatibleVectorError, InstructionVector, mean_head_activations
 from ivkit.vectors import head_contributions, random_like
 
@@ -62,6 +63,7 @@ def test_gemma_linearized_post_norm_adds_up_to_the_layer_output(tiny_gemma, gemm
 def test_save_load_roundtrip(tmp_path, tiny_llama, llama_means):
     iv = InstructionVector.build(tiny_llama, llama_means, _fake_aie(tiny_llama), k=3, layer=1, task="antonym",
                                  seed=7, template={"query": "Q: {input}\nA:"})
+    iv.scale = 2.5
     iv.save(tmp_path / "iv")
     side = json.loads((tmp_path / "iv" / "iv.json").read_text())
     for key in ("model", "layer", "heads", "task", "template", "seed", "ivkit_version"):
@@ -71,7 +73,7 @@ def test_save_load_roundtrip(tmp_path, tiny_llama, llama_means):
     assert torch.equal(back.vector, iv.vector) and torch.equal(back.head_means, iv.head_means)
     assert torch.equal(back.mean_activations, iv.mean_activations)
     assert back.heads == iv.heads and back.head_aie == pytest.approx(iv.head_aie)
-    assert back.layer == 1 and back.meta["task"] == "antonym" and back.meta["seed"] == 7
+    assert back.layer == 1 and back.scale == 2.5 and back.meta["task"] == "antonym" and back.meta["seed"] == 7
     assert back.cosine(iv) == pytest.approx(1.0)
     assert list(back.to_pandas().columns) == ["layer", "head", "aie", "contribution_norm"]
 
@@ -125,6 +127,12 @@ def test_apply_changes_logits_and_scale_zero_does_not(tiny_model):
     with iv.apply(tiny_model, scale=0.0):
         zero = tiny_model.forward(batch)
     assert (steered - clean).abs().max() > 1e-3 and torch.equal(zero, clean)
+    iv.scale = 2.0  # apply() uses the IV's own scale by default
+    with iv.apply(tiny_model):
+        twice = tiny_model.forward(batch)
+    with ivkit.add_to_residual(tiny_model, 1, 2.0 * iv.vector):
+        by_hand = tiny_model.forward(batch)
+    assert torch.allclose(twice, by_hand, atol=1e-6) and not torch.allclose(twice, steered)
     with pytest.raises(ValueError, match="no injection layer"):
         iv.layer = None
         with iv.apply(tiny_model):

@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Extract and evaluate an IV per task through the CLI, and write the results table.
+
+    python scripts/results_table.py --model smollm2-135m-instruct --out runs/results \\
+        --doc docs/results.md capitalize lowercase_first_letter ...
+
+For each task it runs exactly the two commands it prints in the table:
+``ivkit extract MODEL TASK --out OUT/TASK --json`` and
+``ivkit evaluate MODEL TASK --iv OUT/TASK --json``, then writes a Markdown table of the six
+accuracies, the chosen layer and scale, the top-10 heads and the seconds of each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def run(cmd: list[str]) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out["_wall"] = time.perf_counter() - t0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tasks", nargs="+")
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--out", default="runs/results")
+    ap.add_argument("--doc", default=None, help="write the Markdown table here (else print it)")
+    ap.add_argument("--extra", default="", help="extra options for ivkit extract, e.g. '--scales 1'")
+    args = ap.parse_args()
+    exe = [sys.executable, "-m", "ivkit"]
+    rows = []
+    for task in args.tasks:
+        out = Path(args.out) / task
+        extract_cmd = ["extract", args.model, task, "--out", str(out), "--json", "-q", *args.extra.split()]
+        eval_cmd = ["evaluate", args.model, task, "--iv", str(out), "--json", "-q"]
+        ex = run(exe + extract_cmd)
+        ev = run(exe + eval_cmd)
+        rows.append((task, ex, ev, "ivkit " + " ".join(extract_cmd), "ivkit " + " ".join(eval_cmd)))
+        print(json.dumps({"task": task, **{k: ev[k] for k in ("zero_shot", "zero_shot_iv", "shuffled", "shuffled_iv",
+                                                             "few_shot", "random_control", "layer")},
+                          "scale": ex["scale"], "timings": ex["timings"]}), flush=True)
+
+    lines = [
+        f"| task | zero-shot | zero-shot + IV | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
+        f"IV / 10-shot | layer | scale | n |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for task, ex, ev, _, _ in rows:
+        ratio = ev["zero_shot_iv"] / ev["few_shot"] if ev["few_shot"] else float("nan")
+        lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{ev['zero_shot_iv']:.2f}** | {ev['shuffled']:.2f} | "
+                     f"{ev['shuffled_iv']:.2f} | {ev['few_shot']:.2f} | {ev['random_control']:.2f} | {ratio:.2f} | "
+                     f"{ev['layer']} | {ex['scale']:g} | {ev['n']} |")
+    lines += ["", "| task | top-10 heads (layer.head, by AIE) | seconds: load / filter+means / AIE / sweep / evaluate |",
+              "|---|---|---|"]
+    for task, ex, ev, _, _ in rows:
+        heads = " ".join(f"{l}.{h}" for l, h, _ in ex["heads"])
+        t = ex["timings"]
+        lines.append(f"| {task} | {heads} | {t.get('load', 0):.1f} / {t.get('filter', 0) + t.get('mean_activations', 0):.1f}"
+                     f" / {t.get('indirect_effects', 0):.1f} / {t.get('layer_sweep', 0):.1f} / {ev.get('seconds', 0):.1f} |")
+    lines += ["", "Commands (each row's figures come from exactly these):", ""]
+    for task, _, _, c1, c2 in rows:
+        lines += [f"- {task}: `{c1}` then `{c2}`"]
+    table = "\n".join(lines)
+    if args.doc:
+        Path(args.doc).write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
