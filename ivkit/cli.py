@@ -69,23 +69,19 @@ def _eval_table(ev) -> str:
     return "\n".join(lines)
 
 
-def _extract(model_obj, task: str, out: Path, shots: int, mean_prompts: int, trials: int, top_k: int, seed: int,
-             method: str, metric: str, style: str, batch_size: int, sweep: bool, layer: Optional[int],
-             post_norm: str, quiet: bool, load_seconds: float, filter_correct: bool = True,
-             max_memory_mb: float = 1024.0, scales: str = "1,2,3,4"):
+def _extract(model_obj, task: str, out: Path, *, layer: Optional[int], quiet: bool, load_seconds: float,
+             sweep: bool = True, scales: str = "1,2,3,4", max_memory_mb: float = 1024.0, **options: Any):
+    """Run :func:`ivkit.extract` with the CLI's options, record the load time, save to ``out``."""
     from . import extract
 
-    res = extract(model_obj, task, shots=shots, mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed,
-                  method=method, metric=metric, style=style, batch_size=batch_size, sweep=sweep and layer is None,
-                  post_norm=post_norm, filter_correct=filter_correct, progress=not quiet,
-                  scales=_floats(scales),
-                  **({"max_memory_mb": max_memory_mb} if method == "fast" else {}))
+    if options.get("method", "fast") == "fast":
+        options["max_memory_mb"] = max_memory_mb
+    res = extract(model_obj, task, sweep=sweep and layer is None, scales=_floats(scales), progress=not quiet,
+                  **options)
     if layer is not None:
         res.iv.layer = layer
         res.iv.meta["layer_selection"] = {"given": layer}
-    res.timings = {"load": load_seconds, **res.timings}
-    res.iv.meta["timings"] = {k: round(v, 3) for k, v in res.timings.items()}
-    res.effects.info["timings"] = res.iv.meta["timings"]
+    res.record_timing("load", load_seconds, first=True)
     res.save(out)
     return res
 
@@ -117,8 +113,10 @@ def extract_cmd(
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
     _setup(quiet)
     ivm, load_s = _load(model)
-    res = _extract(ivm, task, out, shots, mean_prompts, trials, top_k, seed, method, metric, style, batch_size,
-                   sweep, layer, post_norm, quiet, load_s, filter_correct, max_memory_mb, scales)
+    res = _extract(ivm, task, out, layer=layer, quiet=quiet, load_seconds=load_s, sweep=sweep, scales=scales,
+                   max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials, top_k=top_k,
+                   seed=seed, method=method, metric=metric, style=style, batch_size=batch_size, post_norm=post_norm,
+                   filter_correct=filter_correct)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
                "scale": res.iv.scale,
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
@@ -189,8 +187,8 @@ def demo_cmd(
 
     _setup(quiet)
     ivm, load_s = _load(model)
-    res = _extract(ivm, task, out, 10, mean_prompts, trials, 10, seed, method, "prob", "few_shot", 16, True, None,
-                   "linearized", quiet, load_s)
+    res = _extract(ivm, task, out, layer=None, quiet=quiet, load_seconds=load_s, mean_prompts=mean_prompts,
+                   trials=trials, seed=seed, method=method)
     ev = evaluate_iv(ivm, task, res.iv, n_prompts=prompts, seed=seed, progress=not quiet)
     atomic_write_text(out / "evaluation.json", json.dumps(ev.to_dict(), indent=1))
     typer.echo(f"model {ivm.name}, task {task}: top heads by average indirect effect")

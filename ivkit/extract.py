@@ -67,6 +67,20 @@ class Extraction:
     timings: dict[str, float] = field(default_factory=dict)
     filter: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self._sync_timings()
+
+    def record_timing(self, stage: str, seconds: float, *, first: bool = False) -> None:
+        """Add a stage's seconds (e.g. the model load, timed by the caller) to :attr:`timings`,
+        ``iv.json`` and ``indirect_effects.json``; ``first`` puts it before the others."""
+        rest = {k: v for k, v in self.timings.items() if k != stage}
+        self.timings = {stage: seconds, **rest} if first else {**rest, stage: seconds}
+        self._sync_timings()
+
+    def _sync_timings(self) -> None:
+        self.iv.meta["timings"] = {k: round(v, 3) for k, v in self.timings.items()}
+        self.effects.info["timings"] = self.iv.meta["timings"]
+
     def save(self, out: str | Path) -> Path:
         """Write ``iv.safetensors``, ``iv.json``, ``indirect_effects.json``, ``layer_sweep.json``
         and ``heads.html`` into ``out``."""
@@ -298,6 +312,4 @@ def extract(
                                       "criterion": "top-1 accuracy, then mean answer probability, "
                                                    "then the smaller scale, then the lower layer"}
         timings["layer_sweep"] = time.perf_counter() - t0
-    iv.meta["timings"] = {k: round(v, 3) for k, v in timings.items()}
-    effects.info["timings"] = iv.meta["timings"]
     return Extraction(iv, effects, sw, timings, fstats)
