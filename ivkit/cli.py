@@ -54,6 +54,16 @@ def _floats(text: str) -> list[float]:
     return vals
 
 
+def _ints(text: str) -> int | list[int]:
+    try:
+        vals = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected an integer or a comma-separated list, got {text!r}") from None
+    if not vals:
+        raise typer.BadParameter("give at least one value")
+    return vals[0] if len(vals) == 1 else vals
+
+
 def _heads_table(iv) -> str:
     lines = ["rank  layer  head        AIE"]
     for i, ((l, h), a) in enumerate(zip(iv.heads, iv.head_aie), 1):
@@ -94,7 +104,7 @@ def extract_cmd(
     shots: int = typer.Option(10, help="demonstrations per prompt"),
     mean_prompts: int = typer.Option(100, "--mean-prompts", help="clean prompts averaged for mean activations"),
     trials: int = typer.Option(25, help="corrupted prompts for the indirect effects"),
-    top_k: int = typer.Option(10, "--top-k", help="heads in the vector"),
+    top_k: str = typer.Option("10", "--top-k", help="heads in the vector; a comma list (3,5,10,20) is chosen on the validation split"),
     seed: int = typer.Option(0, help="seed for splits, prompts and shuffles"),
     method: str = typer.Option("fast", help="indirect effects: fast (exact), naive (per-head oracle), attribution (approx.)"),
     max_memory_mb: float = typer.Option(1024.0, "--max-memory-mb", help="working-memory cap of the fast method"),
@@ -114,9 +124,9 @@ def extract_cmd(
     _setup(quiet)
     ivm, load_s = _load(model)
     res = _extract(ivm, task, out, layer=layer, quiet=quiet, load_seconds=load_s, sweep=sweep, scales=scales,
-                   max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials, top_k=top_k,
-                   seed=seed, method=method, metric=metric, style=style, batch_size=batch_size, post_norm=post_norm,
-                   filter_correct=filter_correct)
+                   max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials,
+                   top_k=_ints(top_k), seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
+                   post_norm=post_norm, filter_correct=filter_correct)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
                "scale": res.iv.scale,
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],

@@ -223,7 +223,7 @@ def extract(
     shots: int = 10,
     mean_prompts: int = 100,
     trials: int = 25,
-    top_k: int = 10,
+    top_k: int | Sequence[int] = 10,
     seed: int = 0,
     method: str = "fast",
     metric: str = "prob",
@@ -246,7 +246,8 @@ def extract(
         shots: demonstrations per prompt.
         mean_prompts: clean prompts averaged for the mean head activations.
         trials: corrupted prompts for the indirect effects.
-        top_k: heads in the IV.
+        top_k: heads in the IV; several values (e.g. ``(3, 5, 10, 20)``) build one IV each and
+            the validation sweep chooses among them, with the layer and scale.
         seed: seeds every random choice; same seed, same numbers.
         method: indirect-effect method: ``"fast"`` (exact, default), ``"naive"`` (the per-head
             oracle) or ``"attribution"`` (approximate); see :mod:`ivkit.mediation`.
@@ -289,27 +290,41 @@ def extract(
                                info=info, **method_options)
     timings["indirect_effects"] = time.perf_counter() - t0
 
-    # 5. The vector.
+    # 5. The vector (one per candidate k).
     t0 = time.perf_counter()
-    iv = InstructionVector.build(
-        model, mean_acts, effects, k=top_k, post_norm=post_norm,
+    ks = [int(top_k)] if isinstance(top_k, int) else sorted({int(k) for k in top_k})
+    if not ks:
+        raise ValueError("top_k needs at least one value")
+    if len(ks) > 1 and not sweep:
+        raise ValueError("several top_k candidates need the validation sweep to choose among them")
+    candidates = [InstructionVector.build(
+        model, mean_acts, effects, k=k, post_norm=post_norm,
         task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
         shots=shots, mean_prompts=len(prompts.mean), trials=len(corrupted), filter=fstats,
-    )
+    ) for k in ks]
     timings["build"] = time.perf_counter() - t0
 
-    # 6. Injection layer, chosen on the validation split.
-    sw = None
+    # 6. Injection layer and scale (and k, when several are given), chosen on the validation split.
+    iv, sw = candidates[0], None
     if sweep:
         t0 = time.perf_counter()
         val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=sweep_prompts, seed=seed,
                                                    template=template, stream=3))
-        sw = layer_sweep(model, iv, val, scales=scales, batch_size=batch_size * 2, progress=progress,
-                         split="valid")
+        sweeps = [layer_sweep(model, c, val, scales=scales, batch_size=batch_size * 2, progress=progress,
+                              split="valid") for c in candidates]
+        best = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, _best_prob(sweeps[i]), -ks[i]))
+        iv, sw = candidates[best], sweeps[best]
         iv.layer, iv.scale = sw.best_layer, sw.best_scale
         iv.meta["layer_selection"] = {"split": "valid", "n": sw.n, "style": "zero_shot", "scales": list(sw.scales),
                                       "top1": sw.best_top1, "baseline_top1": sw.baseline_top1,
                                       "criterion": "top-1 accuracy, then mean answer probability, "
                                                    "then the smaller scale, then the lower layer"}
+        if len(ks) > 1:
+            iv.meta["k_selection"] = {"candidates": ks, "valid_top1": [s.best_top1 for s in sweeps],
+                                      "criterion": "top-1 accuracy, then mean answer probability, then the smaller k"}
         timings["layer_sweep"] = time.perf_counter() - t0
     return Extraction(iv, effects, sw, timings, fstats)
+
+
+def _best_prob(sw: LayerSweep) -> float:
+    return sw.mean_prob[sw.scales.index(sw.best_scale)][sw.layers.index(sw.best_layer)]

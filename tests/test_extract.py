@@ -57,3 +57,15 @@ def test_nll_metric_through_the_pipeline(tiny_llama, task_file):
                   filter_correct=False, progress=False, sweep=False)
     assert res.effects.metric == "nll" and res.iv.meta["metric"] == "nll"
     assert (res.effects.baseline < 0).all()  # log-likelihoods
+
+
+def test_top_k_candidates_are_chosen_on_the_validation_split(tiny_llama, task_file):
+    kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False, seed=2)
+    res = extract(tiny_llama, str(task_file), top_k=(2, 5), **kw)
+    sel = res.iv.meta["k_selection"]
+    assert sel["candidates"] == [2, 5] and res.iv.k in (2, 5)
+    assert sel["valid_top1"][[2, 5].index(res.iv.k)] == max(sel["valid_top1"]) == res.sweep.best_top1
+    single = extract(tiny_llama, str(task_file), top_k=res.iv.k, **kw)
+    assert torch.equal(single.iv.vector, res.iv.vector) and single.iv.layer == res.iv.layer
+    with pytest.raises(ValueError, match="need the validation sweep"):
+        extract(tiny_llama, str(task_file), top_k=(2, 5), sweep=False, **kw)
