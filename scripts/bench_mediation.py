@@ -100,6 +100,9 @@ def main() -> None:
     if "naive" in results:
         base = results["naive"]
         out["speedup_vs_naive"] = {m: base.seconds / r.seconds for m, r in results.items() if m != "naive"}
+        # The naive loop is n_heads + 1 forward passes per trial: the cost of one pass, measured.
+        pass_s = base.seconds / n / (model.geometry.n_total_heads + 1)
+        out["forward_equivalents_per_trial"] = {m: r.seconds / n / pass_s for m, r in results.items()}
         for m, r in results.items():
             if m == "naive":
                 continue
