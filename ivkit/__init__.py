@@ -21,8 +21,11 @@ from .errors import (
     TaskError,
     UnknownArchitectureError,
 )
+from .analysis import Tracking, track
+from .checkpoints import Checkpoint, CheckpointError, CheckpointSeries, fingerprint
 from .evaluate import CONDITIONS, Evaluation, LayerSweep, Scores, evaluate_iv, layer_sweep, score_prompts
 from .extract import Extraction, extract, filter_prompts
+from .finetune import FinetuneResult, finetune
 from .hooks import add_to_residual, patch_head_outputs, patch_heads, record_head_outputs, record_residual
 from .mediation import (
     METHODS,
@@ -74,6 +77,9 @@ __all__ = [
     "score_prompts", "Scores", "layer_sweep", "LayerSweep", "evaluate_iv", "Evaluation", "CONDITIONS",
     # pipeline
     "extract", "Extraction", "filter_prompts",
+    # checkpoints and fine-tuning
+    "CheckpointSeries", "Checkpoint", "CheckpointError", "fingerprint", "track", "Tracking", "finetune",
+    "FinetuneResult",
     # plots
     "plot_head_importance", "plot_layer_sweep", "plot_evaluation",
 ]

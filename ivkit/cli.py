@@ -243,6 +243,61 @@ def tasks_cmd(
         typer.echo(json.dumps(row))
 
 
+@app.command("finetune")
+def finetune_cmd(
+    model: str = typer.Argument(..., help="alias, hub id, directory or .gguf to start from"),
+    data: str = typer.Argument(..., help="task name or .json/.jsonl file of {input, output} pairs"),
+    out: Path = typer.Option(..., "--out", help="run directory for checkpoint-<step>/ folders"),
+    steps: int = typer.Option(100),
+    save_every: int = typer.Option(20, "--save-every"),
+    batch_size: int = typer.Option(8, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default 5e-5 full, 1e-4 LoRA)"),
+    lora: bool = typer.Option(False, "--lora", help="train LoRA adapters (peft) instead of all weights"),
+    chat: bool = typer.Option(False, "--chat", help="format examples with the model's chat template"),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Fine-tune on instruction-formatted pairs; seeded, resumable, a checkpoint every --save-every steps."""
+    from .finetune import finetune
+
+    _setup(quiet)
+    ivm, _ = _load(model)
+    res = finetune(ivm, data, out, steps=steps, save_every=save_every, batch_size=batch_size, lr=lr, lora=lora,
+                   chat=chat, seed=seed, progress=not quiet)
+    typer.echo(json.dumps({"out": str(res.out), "checkpoints": [str(p) for p in res.checkpoints],
+                           "final_loss": res.losses[-1][1] if res.losses else None,
+                           "steps_per_second": round(res.steps_per_second, 3)}))
+
+
+@app.command("compare")
+def compare_cmd(
+    checkpoints: list[str] = typer.Argument(..., help="checkpoint directories in order, or one run directory "
+                                                       "holding checkpoint-<step>/ folders"),
+    task: list[str] = typer.Option(..., "--task", help="task to track (repeat for several)"),
+    out: Path = typer.Option(..., "--out", help="directory for tracking.csv/json, the plots, and resume state"),
+    base: Optional[str] = typer.Option(None, help="with a run directory: the model it started from, put first"),
+    mode: str = typer.Option("fixed", help="fixed (reference heads) or rerank (AIE per checkpoint)"),
+    prompts: int = typer.Option(100, help="test queries per accuracy"),
+    mean_prompts: int = typer.Option(100, "--mean-prompts"),
+    trials: int = typer.Option(25),
+    seed: int = typer.Option(0),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+):
+    """Track accuracy, IV similarity and residual/IV alignment across checkpoints."""
+    from .analysis import track
+    from .checkpoints import CheckpointSeries
+
+    _setup(quiet)
+    if len(checkpoints) == 1 and Path(checkpoints[0]).is_dir() and not (Path(checkpoints[0]) / "config.json").exists():
+        series = CheckpointSeries.from_trainer_dir(checkpoints[0], include_base=base)
+    else:
+        series = CheckpointSeries.from_dirs(([base] if base else []) + list(checkpoints))
+    tr = track(series, task, mode=mode, out=out, n_prompts=prompts, mean_prompts=mean_prompts, trials=trials,
+               seed=seed, progress=not quiet)
+    tr.save(out)
+    typer.echo(tr.to_pandas().to_string(index=False))
+
+
 @app.command("info")
 def info_cmd(model: str = typer.Argument(...)):
     """Print a model's head geometry and module paths."""

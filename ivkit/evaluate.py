@@ -327,6 +327,21 @@ class Evaluation:
         return plot_evaluation(self, title=title)
 
 
+def evaluation_prompts(model: IVModel, task: Task | str, *, n_prompts: int = 100, shots: int = 10, seed: int = 0,
+                 template: PromptTemplate = DEFAULT_TEMPLATE, split: TaskSplit | None = None
+                 ) -> dict[str, EncodedPrompts]:
+    """The evaluation's prompts: ``zero_shot``, ``shuffled`` and ``few_shot`` prompts for the same
+    test queries (the first ``n_prompts`` of a seeded order), in the same order."""
+    task = load_task(task)
+    split = split or task.split(seed)
+    common = dict(demo_pool=split.train, shots=shots, n=n_prompts, seed=seed, template=template, stream=7)
+    sets = {style: encode_prompts(model, sample_prompts(split.test, style=style, **common))
+            for style in ("zero_shot", "shuffled", "few_shot")}
+    # Keep only queries usable in every style, in the same order.
+    keep = set.intersection(*({p.query for p in e.prompts} for e in sets.values()))
+    return {style: enc.subset([i for i, p in enumerate(enc.prompts) if p.query in keep]) for style, enc in sets.items()}
+
+
 def _metrics(s: Scores) -> dict[str, float]:
     return {"top1": s.accuracy(1), "top2": s.accuracy(2), "top3": s.accuracy(3), "mean_prob": s.mean_prob}
 
@@ -345,8 +360,10 @@ def evaluate_iv(
     split: TaskSplit | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    conditions: Sequence[str] = CONDITIONS,
 ) -> Evaluation:
-    """Top-1/2/3 first-token accuracy on the test split in the six :data:`CONDITIONS`.
+    """Top-1/2/3 first-token accuracy on the test split in the six :data:`CONDITIONS` (or the
+    subset named in ``conditions``).
 
     Args:
         task: the task (its seeded split gives the test queries and the demonstrations).
@@ -362,14 +379,10 @@ def evaluate_iv(
     scale = iv.scale if scale is None else scale
     if layer is None:
         raise ValueError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
-    split = split or task.split(seed)
-    common = dict(demo_pool=split.train, shots=shots, n=n_prompts, seed=seed, template=template, stream=7)
-    sets = {style: encode_prompts(model, sample_prompts(split.test, style=style, **common))
-            for style in ("zero_shot", "shuffled", "few_shot")}
-    # Keep only queries usable in every style, in the same order.
-    keep = set.intersection(*({p.query for p in e.prompts} for e in sets.values()))
-    for style, enc in sets.items():
-        sets[style] = enc.subset([i for i, p in enumerate(enc.prompts) if p.query in keep])
+    unknown = set(conditions) - set(CONDITIONS)
+    if unknown:
+        raise ValueError(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
+    sets = evaluation_prompts(model, task, n_prompts=n_prompts, shots=shots, seed=seed, template=template, split=split)
     control = random_like(iv, seed)
     runs = {
         "zero_shot": ("zero_shot", None),
@@ -380,7 +393,7 @@ def evaluate_iv(
         "random_control": ("zero_shot", control),
     }
     results = {}
-    for cond in progress_bar(CONDITIONS, desc="evaluate", progress=progress):
+    for cond in progress_bar([c for c in CONDITIONS if c in conditions], desc="evaluate", progress=progress):
         style, vec = runs[cond]
         s = score_prompts(model, sets[style], vector=vec, layer=layer if vec is not None else None, scale=scale,
                           batch_size=batch_size)

@@ -59,6 +59,7 @@ class Extraction:
         timings: seconds per stage (``filter``, ``mean_activations``, ``indirect_effects``,
             ``build``, ``layer_sweep``).
         filter: how many clean prompts were tried and how many the model got right.
+        prompts: the clean and corrupted prompts used (to re-measure other checkpoints with).
     """
 
     iv: InstructionVector
@@ -66,6 +67,7 @@ class Extraction:
     sweep: LayerSweep | None
     timings: dict[str, float] = field(default_factory=dict)
     filter: dict[str, Any] = field(default_factory=dict)
+    prompts: "ExtractionPrompts | None" = None
 
     def __post_init__(self) -> None:
         self._sync_timings()
@@ -323,7 +325,7 @@ def extract(
             iv.meta["k_selection"] = {"candidates": ks, "valid_top1": [s.best_top1 for s in sweeps],
                                       "criterion": "top-1 accuracy, then mean answer probability, then the smaller k"}
         timings["layer_sweep"] = time.perf_counter() - t0
-    return Extraction(iv, effects, sw, timings, fstats)
+    return Extraction(iv, effects, sw, timings, fstats, prompts)
 
 
 def _best_prob(sw: LayerSweep) -> float:

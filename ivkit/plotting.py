@@ -87,3 +87,62 @@ def to_html(fig: Any, path: "str | Path") -> None:
     from .io import atomic_write_text
 
     atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True, full_html=True))
+
+
+def plot_tracking(tracking: Any):
+    """IV similarity and accuracy over checkpoints, one line per task (two stacked panels)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    df = tracking.to_pandas()
+    labels = list(dict.fromkeys(df["checkpoint"]))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("IV cosine to the first checkpoint's", "accuracy (test, top-1)"))
+    dashes = {"zero_shot": "dot", "few_shot": "solid", "zero_shot_iv": "dash"}
+    for task, sub in df.groupby("task", sort=False):
+        fig.add_trace(go.Scatter(x=sub["checkpoint"], y=sub["iv_cosine"], mode="lines+markers", name=f"{task}: IV cosine",
+                                 legendgroup=task), row=1, col=1)
+        for col, dash in dashes.items():
+            fig.add_trace(go.Scatter(x=sub["checkpoint"], y=sub[col], mode="lines+markers", line={"dash": dash},
+                                     name=f"{task}: {col.replace('_', ' ')}", legendgroup=task), row=2, col=1)
+    fig.update_xaxes(categoryorder="array", categoryarray=labels)
+    fig.update_yaxes(range=[-0.05, 1.05], row=2, col=1)
+    fig.update_layout(height=700, title=f"Instruction vectors across checkpoints ({tracking.mode} heads)")
+    return fig
+
+
+def plot_alignment(tracking: Any, task: str):
+    """Layer profile of the cosine between the last-token residual stream and the reference IV,
+    one line per checkpoint, for zero-shot (dotted) and few-shot (solid) prompts."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for r in [r for r in tracking.records if r["task"] == task]:
+        for style, dash in (("zero_shot", "dot"), ("few_shot", "solid")):
+            ys = r[f"alignment_{style}"]
+            fig.add_trace(go.Scatter(x=list(range(len(ys))), y=ys, mode="lines", line={"dash": dash},
+                                     name=f"{r['checkpoint']} ({style.replace('_', '-')})", legendgroup=r["checkpoint"]))
+    fig.update_layout(title=f"{task}: cos(residual stream at the last token, reference IV)",
+                      xaxis_title="layer (block output)", yaxis_title="cosine")
+    return fig
+
+
+def plot_heads_over_checkpoints(tracking: Any, task: str):
+    """AIE heatmap per checkpoint with a slider over checkpoints (``mode="rerank"`` only)."""
+    import plotly.graph_objects as go
+
+    recs = [r for r in tracking.records if r["task"] == task and r.get("aie") is not None]
+    if not recs:
+        raise ValueError("per-checkpoint AIE exists only in mode='rerank'")
+    lim = max(abs(v) for r in recs for row in r["aie"] for v in row) or 1.0
+    fig = go.Figure()
+    for i, r in enumerate(recs):
+        fig.add_trace(go.Heatmap(z=r["aie"], colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, visible=i == 0,
+                                 name=r["checkpoint"],
+                                 hovertemplate="layer %{y}, head %{x}<br>AIE %{z:.4g}<extra></extra>"))
+    steps = [{"method": "update", "label": r["checkpoint"],
+              "args": [{"visible": [j == i for j in range(len(recs))]}, {"title": f"{task}: AIE at {r['checkpoint']}"}]}
+             for i, r in enumerate(recs)]
+    fig.update_layout(sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "checkpoint: "}}],
+                      title=f"{task}: AIE at {recs[0]['checkpoint']}", xaxis_title="head", yaxis_title="layer")
+    return fig

@@ -488,3 +488,16 @@ def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop
         )
     first = torch.tensor([a[0] for a in ans], dtype=torch.long)
     return EncodedPrompts(kept, ids, ans, first, dropped)
+
+
+def prompts_to_json(prompts: Sequence[Prompt]) -> list[dict[str, Any]]:
+    """Prompts as plain JSON-able dicts (to re-tokenise them later for another checkpoint)."""
+    return [{"text": p.text, "answer": p.answer, "query": [p.query.input, p.query.output],
+             "demos": [[d.input, d.output] for d in p.demos], "style": p.style,
+             "add_special_tokens": p.add_special_tokens} for p in prompts]
+
+
+def prompts_from_json(records: Sequence[dict[str, Any]]) -> list[Prompt]:
+    """Inverse of :func:`prompts_to_json`."""
+    return [Prompt(r["text"], r["answer"], Example(*r["query"]), tuple(Example(*d) for d in r["demos"]),
+                   r["style"], bool(r["add_special_tokens"])) for r in records]
