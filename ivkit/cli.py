@@ -281,6 +281,8 @@ def compare_cmd(
     mean_prompts: int = typer.Option(100, "--mean-prompts"),
     trials: int = typer.Option(25),
     seed: int = typer.Option(0),
+    filter_correct: bool = typer.Option(True, "--filter/--no-filter",
+                                        help="reference extraction keeps only prompts the first checkpoint gets right"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
     """Track accuracy, IV similarity and residual/IV alignment across checkpoints."""
@@ -293,7 +295,7 @@ def compare_cmd(
     else:
         series = CheckpointSeries.from_dirs(([base] if base else []) + list(checkpoints))
     tr = track(series, task, mode=mode, out=out, n_prompts=prompts, mean_prompts=mean_prompts, trials=trials,
-               seed=seed, progress=not quiet)
+               seed=seed, progress=not quiet, filter_correct=filter_correct)
     tr.save(out)
     typer.echo(tr.to_pandas().to_string(index=False))
 

@@ -95,3 +95,24 @@ def test_tasks_lists_builtins():
 def test_usage_error_exits_nonzero():
     proc = run("extract")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_finetune_then_compare(tmp_path, tiny_llama_dir, extracted):
+    _, task, _ = extracted
+    run_dir = tmp_path / "ft"
+    proc = run("finetune", tiny_llama_dir, task, "--out", run_dir, "--steps", 4, "--save-every", 2, "-q", check=True)
+    info = json.loads(proc.stdout)
+    assert [p.split("/")[-1] for p in info["checkpoints"]] == ["checkpoint-2", "checkpoint-4"]
+    assert info["steps_per_second"] > 0
+    out = tmp_path / "cmp"
+    proc = run("compare", run_dir, "--base", tiny_llama_dir, "--task", task, "--out", out, "--prompts", 6,
+               "--mean-prompts", 5, "--trials", 2, "-q")
+    # A random-init model answers nothing right: the reference extraction refuses, in one line.
+    assert proc.returncode == 2 and "answers none of the" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("compare", run_dir / "checkpoint-2", run_dir / "checkpoint-4", "--task", task, "--out", out,
+               "--prompts", 6, "--mean-prompts", 5, "--trials", 2, "--no-filter", "-q", check=True)
+    assert "checkpoint-4" in proc.stdout
+    for f in ("tracking.csv", "tracking.json", "tracking.html"):
+        assert (out / f).exists()
+    proc = run("compare", tmp_path / "missing", "--task", task, "--out", out)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
