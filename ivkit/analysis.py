@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -55,6 +56,7 @@ class _Reference:
     mean_prompts: list
     corrupted_prompts: list
     aie: torch.Tensor
+    seconds: float = 0.0
 
 
 @dataclass
@@ -67,11 +69,19 @@ class Tracking:
             alignment_few_shot`` (the last two: one cosine per layer), ``aie`` (rerank mode).
         mode: ``"fixed"`` or ``"rerank"``.
         references: task -> the reference :class:`InstructionVector`.
+        reference_seconds: task -> seconds its reference extraction took.
     """
 
     records: list[dict[str, Any]]
     mode: str
     references: dict[str, InstructionVector] = field(default_factory=dict)
+    reference_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        """Compute time of the whole sweep (reference extractions and every measurement), summed
+        from what each piece recorded when it ran, so a resumed sweep reports the original cost."""
+        return sum(self.reference_seconds.values()) + sum(r.get("seconds") or 0.0 for r in self.records)
 
     SCALARS = ("checkpoint", "step", "task", "fingerprint", "zero_shot", "few_shot", "zero_shot_iv", "iv_cosine",
                "head_jaccard", "aie_spearman", "peak_alignment_zero_shot", "peak_alignment_few_shot")
@@ -214,9 +224,11 @@ def track(
                                               mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed,
                                               method=method, batch_size=batch_size, progress=progress,
                                               **extract_options)
+                t0 = time.perf_counter()
                 rec = _measure(model, ck, series.fingerprints[ck.label], t, refs[t.name], mode=mode,
                                n_prompts=n_prompts, alignment_prompts=alignment_prompts, shots=shots, seed=seed,
                                top_k=top_k, method=method, batch_size=batch_size, progress=progress)
+                rec["seconds"] = round(time.perf_counter() - t0, 2)
                 if path is not None:
                     atomic_write_text(path, json.dumps(rec, indent=1))
                 records.append(rec)
@@ -225,7 +237,8 @@ def track(
     order = {l: n for n, l in enumerate(series.labels)}
     tnames = [t.name for t in task_list]
     records.sort(key=lambda r: (order[r["checkpoint"]], tnames.index(r["task"])))
-    return Tracking(records, mode, {k: v.iv for k, v in refs.items()})
+    return Tracking(records, mode, {k: v.iv for k, v in refs.items()},
+                    {k: v.seconds for k, v in refs.items()})
 
 
 def _reference(model: IVModel, task: Task, out_dir: Path | None, given: InstructionVector | None, *,
@@ -237,7 +250,8 @@ def _reference(model: IVModel, task: Task, out_dir: Path | None, given: Instruct
         saved = json.loads((ref_dir / "prompts.json").read_text())
         iv = InstructionVector.load(ref_dir, model=model)
         return _Reference(iv, prompts_from_json(saved["mean"]), prompts_from_json(saved["corrupted"]),
-                          torch.tensor(saved["aie"]))
+                          torch.tensor(saved["aie"]), float(saved.get("seconds", 0.0)))
+    t0 = time.perf_counter()
     if given is not None:
         given.check_compatible(model)
         p = prepare_prompts(model, task, shots=shots, mean_prompts=mean_prompts, trials=trials, seed=seed,
@@ -252,11 +266,13 @@ def _reference(model: IVModel, task: Task, out_dir: Path | None, given: Instruct
                       method=method, batch_size=batch_size, progress=progress, **extract_options)
         iv, aie = res.iv, res.effects.aie
         mean_p, corr_p = res.prompts.mean.prompts, res.prompts.corrupted.prompts
+    seconds = round(time.perf_counter() - t0, 2)
     if ref_dir is not None:
         iv.save(ref_dir)
         atomic_write_text(ref_dir / "prompts.json", json.dumps(
-            {"mean": prompts_to_json(mean_p), "corrupted": prompts_to_json(corr_p), "aie": aie.tolist()}))
-    return _Reference(iv, mean_p, corr_p, aie)
+            {"mean": prompts_to_json(mean_p), "corrupted": prompts_to_json(corr_p), "aie": aie.tolist(),
+             "seconds": seconds}))
+    return _Reference(iv, mean_p, corr_p, aie, seconds)
 
 
 def _measure(model: IVModel, ck: Checkpoint, fp: str, task: Task, ref: _Reference, *, mode: str, n_prompts: int,

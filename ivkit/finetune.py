@@ -9,7 +9,8 @@ Concepts
 * **Full fine-tuning** (default) or **LoRA** (``lora=True``, through ``peft``: rank 8, alpha 16 on
   ``q_proj`` and ``v_proj`` by default, as in Jiang et al.).
 * **Checkpoints**: ``OUT/checkpoint-<step>/`` in Hugging Face format (for LoRA: the adapter),
-  plus ``trainer_state.json`` (step, losses, steps per second, seed, data) and ``optimizer.pt``.
+  plus ``trainer_state.json`` (step, losses, steps per second, seed, data); the newest one also
+  keeps ``optimizer.pt`` (loaded with ``weights_only=True``) for resuming.
   Writes go to a temporary folder that is renamed when complete.
 * **Seeded and resumable**: the batch of step ``s`` depends only on the seed and ``s``; a rerun
   into the same ``OUT`` continues from the newest complete checkpoint and ends where an
@@ -245,4 +246,8 @@ def _save_checkpoint(net: Any, ivm: IVModel, opt: torch.optim.Optimizer, out: Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    # Resuming needs only the newest optimizer state (twice the model's size for AdamW).
+    for older in out.glob("checkpoint-*"):
+        if older != target and (older / "optimizer.pt").exists():
+            (older / "optimizer.pt").unlink()
     return target

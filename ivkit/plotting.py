@@ -82,11 +82,12 @@ def plot_evaluation(ev: "Evaluation", *, title: str | None = None):
     return fig
 
 
-def to_html(fig: Any, path: "str | Path") -> None:
-    """Write a figure as a self-contained HTML file, atomically."""
+def to_html(fig: Any, path: "str | Path", *, self_contained: bool = True) -> None:
+    """Write a figure as an HTML file, atomically: self-contained (works offline, ~4 MB) or
+    loading plotly.js from its CDN (small; for committed docs)."""
     from .io import atomic_write_text
 
-    atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True, full_html=True))
+    atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True if self_contained else "cdn", full_html=True))
 
 
 def plot_tracking(tracking: Any):

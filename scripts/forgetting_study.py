@@ -56,21 +56,21 @@ def main() -> None:
         base.tokenizer.save_pretrained(base_dir)
     ft = ivkit.finetune(base, args.train_task, out / "run", steps=args.steps, save_every=args.save_every,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
-    t_ft = time.perf_counter() - t0
     del base
+    # The speed recorded when the steps ran (a resumed rerun trains nothing).
+    state = json.loads((ft.checkpoints[-1] / "trainer_state.json").read_text())
+    sps = state["steps_per_second"]
 
     series = ivkit.CheckpointSeries.from_trainer_dir(out / "run", include_base=base_dir)
     tasks = args.tasks.split(",")
-    t1 = time.perf_counter()
     tr = ivkit.track(series, tasks, mode="fixed", out=out / "track", n_prompts=args.prompts,
                      mean_prompts=args.mean_prompts, alignment_prompts=args.alignment_prompts, seed=args.seed,
                      progress=False)
     tr.save(out / "report")
-    t_track = time.perf_counter() - t1
     df = tr.to_pandas()
-    summary = {"finetune_seconds": round(t_ft, 1), "track_seconds": round(t_track, 1),
-               "steps_per_second": round(ft.steps_per_second, 3), "final_loss": ft.losses[-1][1],
-               "first_loss": ft.losses[0][1]}
+    summary = {"finetune_seconds": round(args.steps / sps, 1), "track_seconds": round(tr.seconds, 1),
+               "steps_per_second": round(sps, 3), "final_loss": ft.losses[-1][1], "first_loss": ft.losses[0][1],
+               "wall_seconds_this_run": round(time.perf_counter() - t0, 1)}
     print(json.dumps(summary))
     print(df.to_string(index=False))
     if args.doc:
@@ -86,8 +86,15 @@ def write_doc(doc: Path, args, df, tr, summary, out: Path) -> None:
         lines.append(f"| {r['checkpoint']} | {r['task']} | {r['zero_shot']:.2f} | {r['few_shot']:.2f} | "
                      f"{r['zero_shot_iv']:.2f} | {r['iv_cosine']:.3f} | {r['peak_alignment_zero_shot']:.3f} | "
                      f"{r['peak_alignment_few_shot']:.3f} |")
-    text = DOC.format(cmd=cmd, table="\n".join(lines), train=args.train_task, steps=args.steps,
-                      every=args.save_every, **summary, report=out / "report")
+    from ivkit.plotting import to_html
+
+    plots = doc.with_suffix("")  # docs/forgetting.md -> docs/forgetting/
+    plots.mkdir(parents=True, exist_ok=True)
+    to_html(tr.plot(), plots / "tracking.html", self_contained=False)
+    for task in df["task"].unique():
+        to_html(tr.plot_alignment(task), plots / f"alignment_{task}.html", self_contained=False)
+    text = DOC.format(analysis=ANALYSIS, cmd=cmd, table="\n".join(lines), train=args.train_task, steps=args.steps,
+                      every=args.save_every, **summary, report=out / "report", plots=plots.name)
     doc.write_text(text)
 
 
@@ -107,8 +114,36 @@ is the largest, over layers, mean cosine between the last-token residual stream 
 
 {table}
 
-Plots (open in a browser): `{report}/tracking.html` (IV similarity and accuracy per task),
-`{report}/alignment_<task>.html` (layer profiles).
+Plots: [IV similarity and accuracy per task]({plots}/tracking.html) and the layer profiles of the
+alignment, one file per task (`{plots}/alignment_<task>.html`). These load plotly.js from its CDN;
+the run also writes self-contained copies to `{report}/`.
+
+{analysis}
+"""
+
+
+#: The reading of this run's numbers (kept next to the generator so that a rerun keeps it; revise
+#: it when the numbers change).
+ANALYSIS = """## What this run shows
+
+* **The IVs stay in place.** Rebuilt on every checkpoint from the same heads and prompts, each
+  task's IV keeps a cosine of 0.97-0.99 with the base model's after 100 steps of translation
+  fine-tuning. This is the first half of seed 002's claim, and it holds here.
+* **Little was forgotten, so the second half is only weakly tested.** Ten-shot accuracy did not
+  fall on any held-apart task (capitalize 0.93 -> 0.88, the others flat or up), and zero-shot
+  accuracy even rose on choose_last_of_3 (0.02 -> 0.32): training on `Q: x / A: y` pairs taught the
+  answer format. One task shows the pattern the claim predicts: on lowercase_first_letter the base
+  IV, injected exactly as before, moves zero-shot accuracy to 0.35-0.42 instead of 0.70 while the
+  IV itself is unchanged (cosine 0.98) and 10-shot accuracy holds (0.83 -> 0.92). What changed is
+  how the rest of the network responds to the same vector, not the vector.
+* **Alignment.** The peak cosine between the last-token residual stream and the base IV rose on
+  zero-shot prompts (0.38-0.48 -> 0.44-0.52) and fell slightly on 10-shot prompts (0.60-0.69 ->
+  0.57-0.68) on every task: the fine-tuned model's zero-shot and few-shot states moved closer to
+  each other relative to the IV. The profiles per layer are in the alignment plots.
+* **Limits.** One fine-tuning task, one seed, 100 steps of full fine-tuning at lr 5e-5, 60 test
+  queries per accuracy (a difference of 0.1 is about two standard errors). A harsher run (more
+  steps, a higher learning rate, a task whose answers collide with the held-apart ones) is the
+  next experiment: `--steps`, `--lr` and `--train-task` set it.
 """
 
 
