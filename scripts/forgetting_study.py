@@ -129,8 +129,8 @@ ANALYSIS = """## What this run shows
 * **The IVs stay in place.** Rebuilt on every checkpoint from the same heads and prompts, each
   task's IV keeps a cosine of 0.97-0.99 with the base model's after 100 steps of translation
   fine-tuning. This is the first half of seed 002's claim, and it holds here.
-* **Little was forgotten, so the second half is only weakly tested.** Ten-shot accuracy did not
-  fall on any held-apart task (capitalize 0.93 -> 0.88, the others flat or up), and zero-shot
+* **Little was forgotten, so the second half is only weakly tested.** Ten-shot accuracy fell by
+  no more than noise on any held-apart task (capitalize 0.93 -> 0.88, the others flat or up), and zero-shot
   accuracy even rose on choose_last_of_3 (0.02 -> 0.32): training on `Q: x / A: y` pairs taught the
   answer format. One task shows the pattern the claim predicts: on lowercase_first_letter the base
   IV, injected exactly as before, moves zero-shot accuracy to 0.35-0.42 instead of 0.70 while the
