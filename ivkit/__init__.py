@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 from .errors import (
     AnswerTokenError,
     ArtifactError,
+    BackendError,
     IncompatibleVectorError,
     IVKitError,
     ModelLoadError,
@@ -22,11 +23,12 @@ from .errors import (
     UnknownArchitectureError,
 )
 from .analysis import Tracking, track
+from .backends import BACKENDS, Backend
 from .checkpoints import Checkpoint, CheckpointError, CheckpointSeries, fingerprint
 from .evaluate import CONDITIONS, Evaluation, LayerSweep, Scores, evaluate_iv, layer_sweep, score_prompts
 from .extract import Extraction, extract, filter_prompts
 from .finetune import FinetuneResult, finetune
-from .hooks import add_to_residual, patch_head_outputs, patch_heads, record_head_outputs, record_residual
+from .hooks import add_to_residual, patch_head_outputs, patch_heads, perturb_head_outputs, record_head_outputs, record_residual
 from .mediation import (
     METHODS,
     IndirectEffects,
@@ -59,7 +61,7 @@ __all__ = [
     "__version__",
     # errors
     "IVKitError", "ModelLoadError", "UnknownArchitectureError", "TaskError", "AnswerTokenError",
-    "IncompatibleVectorError", "ArtifactError",
+    "IncompatibleVectorError", "ArtifactError", "BackendError",
     # models
     "load_model", "IVModel", "ArchSpec", "HeadGeometry", "ARCHITECTURES", "MODEL_ALIASES", "register_architecture",
     # tasks
@@ -67,7 +69,10 @@ __all__ = [
     "PROMPT_STYLES", "TASK_INSTRUCTIONS", "load_task", "list_tasks", "make_prompt", "sample_prompts",
     "encode_prompts",
     # hooks
-    "record_head_outputs", "patch_head_outputs", "patch_heads", "add_to_residual", "record_residual",
+    "record_head_outputs", "patch_head_outputs", "patch_heads", "perturb_head_outputs", "add_to_residual",
+    "record_residual",
+    # backends
+    "BACKENDS", "Backend",
     # mediation
     "head_activations", "mean_head_activations", "indirect_effects", "IndirectEffects", "METHODS",
     "rank_agreement",

@@ -65,8 +65,11 @@ class Tracking:
 
     Attributes:
         records: one dict per (checkpoint, task): ``checkpoint, step, task, fingerprint, zero_shot,
-            few_shot, zero_shot_iv, iv_cosine, head_jaccard, aie_spearman, alignment_zero_shot,
-            alignment_few_shot`` (the last two: one cosine per layer), ``aie`` (rerank mode).
+            few_shot, zero_shot_iv, iv_cosine, iv_cosine_fixed_heads, head_jaccard, aie_spearman,
+            alignment_zero_shot, alignment_few_shot`` (the last two: one cosine per layer), ``aie``
+            (rerank mode). ``iv_cosine`` compares the IV built on the checkpoint (the reference's
+            heads in fixed mode, its own top-k in rerank mode) with the reference IV;
+            ``iv_cosine_fixed_heads`` always uses the reference's heads.
         mode: ``"fixed"`` or ``"rerank"``.
         references: task -> the reference :class:`InstructionVector`.
         reference_seconds: task -> seconds its reference extraction took.
@@ -84,7 +87,7 @@ class Tracking:
         return sum(self.reference_seconds.values()) + sum(r.get("seconds") or 0.0 for r in self.records)
 
     SCALARS = ("checkpoint", "step", "task", "fingerprint", "zero_shot", "few_shot", "zero_shot_iv", "iv_cosine",
-               "head_jaccard", "aie_spearman", "peak_alignment_zero_shot", "peak_alignment_few_shot")
+               "iv_cosine_fixed_heads", "head_jaccard", "aie_spearman", "peak_alignment_zero_shot", "peak_alignment_few_shot")
 
     def to_pandas(self):
         """The tidy table: one row per (checkpoint, task), scalar columns only."""
@@ -174,7 +177,7 @@ def track(
     trials: int = 25,
     top_k: int = 10,
     seed: int = 0,
-    method: str = "fast",
+    method: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
     **extract_options: Any,
@@ -285,13 +288,16 @@ def _measure(model: IVModel, ck: Checkpoint, fp: str, task: Task, ref: _Referenc
     rec: dict[str, Any] = {"checkpoint": ck.label, "step": ck.step, "task": task.name, "fingerprint": fp,
                            "zero_shot": ev["zero_shot"], "few_shot": ev["few_shot"], "zero_shot_iv": ev["zero_shot_iv"],
                            "mode": mode}
+    post_norm = ref.iv.meta.get("post_norm") or "linearized"
+    fixed = InstructionVector.build(model, means, heads=ref.iv.heads, post_norm=post_norm)
+    rec["iv_cosine_fixed_heads"] = fixed.cosine(ref.iv)
     if mode == "fixed":
-        iv = InstructionVector.build(model, means, heads=ref.iv.heads, post_norm=ref.iv.meta.get("post_norm") or "linearized")
+        iv = fixed
         rec.update(head_jaccard=None, aie_spearman=None, aie=None)
     else:
         ie = indirect_effects(model, encode_prompts(model, ref.corrupted_prompts), means, method=method,
                               progress=progress)
-        iv = InstructionVector.build(model, means, ie, k=ref.iv.k)
+        iv = InstructionVector.build(model, means, ie, k=ref.iv.k, post_norm=post_norm)
         agree = rank_agreement(ref.aie, ie.aie, k=ref.iv.k)
         rec.update(head_jaccard=_jaccard(iv.heads, ref.iv.heads), aie_spearman=agree["spearman"], aie=ie.aie.tolist(),
                    heads=[list(h) for h in iv.heads])

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import torch
 from einops import rearrange
 
+from .hooks import perturb_head_outputs
 from .io import progress_bar
 from .models import IVModel, length_batches
 
@@ -51,26 +52,11 @@ def attribution_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: 
             chunk = [items[i] for i in idx]
             batch = model.make_batch([it.ids for it in chunk])
             pos = _patch_positions(chunk).to(model.device)
-            rows = torch.arange(len(chunk), device=model.device)
             # A zero added at each head output: its gradient is the total derivative of the metric
             # with respect to that output, through every later layer (later heads included).
-            zeros: dict[int, torch.Tensor] = {}
-            values: dict[int, torch.Tensor] = {}
-
-            def make_hook(layer: int):
-                def hook(module, args):
-                    x = args[0]
-                    values[layer] = x[rows, pos].detach()
-                    zeros[layer] = torch.zeros_like(values[layer], requires_grad=True)
-                    return (x.index_put((rows, pos), x[rows, pos] + zeros[layer]),) + tuple(args[1:])
-                return hook
-
-            handles = [model.attn_out_proj(l).register_forward_pre_hook(make_hook(l)) for l in range(g.n_layers)]
-            try:
+            with perturb_head_outputs(model, positions=pos) as perturbation:
                 logits = model.forward(batch, logits_to_keep=1 if metric in FIRST_TOKEN_METRICS else 0)
-            finally:
-                for h in handles:
-                    h.remove()
+            zeros, values = perturbation.zeros, perturbation.values
             width = batch.input_ids.shape[1]
             vals = torch.stack([
                 metric_from_logits(logits[r, -1] if metric in FIRST_TOKEN_METRICS else logits[r], it, metric,

@@ -131,11 +131,22 @@ class CheckpointSeries:
         return cls.from_dirs(dirs, labels, **kw)
 
     @classmethod
-    def from_hub(cls, repo: str, revisions: Sequence[str], **kw: Any) -> "CheckpointSeries":
-        """Revisions (branches, tags, commits) of a hub repository; needs the hub or its local cache."""
+    def from_hub(cls, repo: str, revisions: Sequence[str], *, allow_duplicates: bool = False,
+                 **load_kwargs: Any) -> "CheckpointSeries":
+        """Revisions (branches, tags, commits) of a hub repository, e.g. Pythia's ``step1000``
+        branches; needs the hub or the revisions in the local Hugging Face cache.
+
+        ``load_kwargs`` go to :func:`~ivkit.load_model` (``cache_dir=...``, ``backend=...``, ...).
+        The step is read from the end of each revision name (``step1000`` -> 1000)."""
         def loader(rev: str) -> Callable[[], IVModel]:
-            return lambda: load_model(repo, name=f"{repo}@{rev}", revision=rev)
-        return cls([Checkpoint(rev, loader(rev), f"{repo}@{rev}", _step_of(Path(rev))) for rev in revisions], **kw)
+            def load() -> IVModel:
+                try:
+                    return load_model(repo, name=f"{repo}@{rev}", revision=rev, **load_kwargs)
+                except ModelLoadError as e:
+                    raise CheckpointError(f"revision {rev!r} of {repo}: {e}") from None
+            return load
+        return cls([Checkpoint(rev, loader(rev), f"{repo}@{rev}", _step_of(Path(rev))) for rev in revisions],
+                   allow_duplicates=allow_duplicates)
 
     @classmethod
     def from_lora(cls, base: str | Path, adapters: Sequence[str | Path], *, include_base: bool = True,

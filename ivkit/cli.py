@@ -34,11 +34,26 @@ def _setup(quiet: bool) -> None:
         os.environ["TQDM_DISABLE"] = "1"
 
 
-def _load(model: str):
+BACKEND_HELP = "torch (HF hooks; default), transformer-lens (TransformerBridge hook points) or nnsight (traces)"
+REMOTE_HELP = "nnsight only: run every trace on NDIF (needs NDIF_API_KEY); 'local' is the serialization dry run"
+
+
+def _remote(value: Optional[str]):
+    if value is None:
+        return False
+    v = value.strip().lower()
+    if v in ("", "1", "true", "yes", "ndif"):
+        return True
+    if v == "local":
+        return "local"
+    raise typer.BadParameter(f"--remote takes nothing, 'ndif' or 'local', not {value!r}")
+
+
+def _load(model: str, backend: Optional[str] = None, remote: bool | str = False):
     from . import load_model
 
     t0 = time.perf_counter()
-    ivm = load_model(model)
+    ivm = load_model(model, backend=backend, remote=remote)
     secs = time.perf_counter() - t0
     log.info("loaded %r in %.1f s", ivm, secs)
     return ivm, secs
@@ -84,7 +99,7 @@ def _extract(model_obj, task: str, out: Path, *, layer: Optional[int], quiet: bo
     """Run :func:`ivkit.extract` with the CLI's options, record the load time, save to ``out``."""
     from . import extract
 
-    if options.get("method", "fast") == "fast":
+    if options.get("method") in (None, "fast") and model_obj.backend.supports_fast:
         options["max_memory_mb"] = max_memory_mb
     res = extract(model_obj, task, sweep=sweep and layer is None, scales=_floats(scales), progress=not quiet,
                   **options)
@@ -106,7 +121,10 @@ def extract_cmd(
     trials: int = typer.Option(25, help="corrupted prompts for the indirect effects"),
     top_k: str = typer.Option("10", "--top-k", help="heads in the vector; a comma list (3,5,10,20) is chosen on the validation split"),
     seed: int = typer.Option(0, help="seed for splits, prompts and shuffles"),
-    method: str = typer.Option("fast", help="indirect effects: fast (exact), naive (per-head oracle), attribution (approx.)"),
+    method: Optional[str] = typer.Option(None, help="indirect effects: fast (exact; default on torch), naive (per-head "
+                                                    "oracle; default on other backends), attribution (approx.)"),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    remote: Optional[str] = typer.Option(None, "--remote", help=REMOTE_HELP, show_default=False),
     max_memory_mb: float = typer.Option(1024.0, "--max-memory-mb", help="working-memory cap of the fast method"),
     metric: str = typer.Option("prob", help="prob (first answer token) or nll (whole answer, -ΔNLL)"),
     style: str = typer.Option("few_shot", help="clean prompt style: few_shot or instruction"),
@@ -122,7 +140,7 @@ def extract_cmd(
 ):
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
     _setup(quiet)
-    ivm, load_s = _load(model)
+    ivm, load_s = _load(model, backend, _remote(remote))
     res = _extract(ivm, task, out, layer=layer, quiet=quiet, load_seconds=load_s, sweep=sweep, scales=scales,
                    max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials,
                    top_k=_ints(top_k), seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
@@ -131,7 +149,7 @@ def extract_cmd(
                "scale": res.iv.scale,
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
-               "method": method}
+               "method": res.effects.method, "backend": ivm.backend.name}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
@@ -153,6 +171,8 @@ def evaluate_cmd(
     seed: int = typer.Option(0, help="seed for the split, prompts, shuffles and the random control"),
     scale: Optional[float] = typer.Option(None, help="multiply the vector by this (default: the scale in iv.json)"),
     batch_size: int = typer.Option(16, "--batch-size"),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
+    remote: Optional[str] = typer.Option(None, "--remote", help=REMOTE_HELP, show_default=False),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -163,7 +183,7 @@ def evaluate_cmd(
         raise typer.BadParameter("give --layer or --sweep, not both")
     _setup(quiet)
     vec = InstructionVector.load(iv)
-    ivm, _ = _load(model)
+    ivm, _ = _load(model, backend, _remote(remote))
     vec.check_compatible(ivm)
     t = load_task(task)
     if sweep:
@@ -186,7 +206,8 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="output directory"),
     trials: int = typer.Option(25),
     mean_prompts: int = typer.Option(100, "--mean-prompts"),
-    method: str = typer.Option("fast"),
+    method: Optional[str] = typer.Option(None, help="fast, naive or attribution (default: fast on torch)"),
+    backend: str = typer.Option("torch", help=BACKEND_HELP),
     prompts: int = typer.Option(100, help="test queries in the evaluation"),
     seed: int = typer.Option(0),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
@@ -196,7 +217,7 @@ def demo_cmd(
     from .io import atomic_write_text
 
     _setup(quiet)
-    ivm, load_s = _load(model)
+    ivm, load_s = _load(model, backend)
     res = _extract(ivm, task, out, layer=None, quiet=quiet, load_seconds=load_s, mean_prompts=mean_prompts,
                    trials=trials, seed=seed, method=method)
     ev = evaluate_iv(ivm, task, res.iv, n_prompts=prompts, seed=seed, progress=not quiet)

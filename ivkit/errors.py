@@ -33,3 +33,8 @@ class IncompatibleVectorError(IVKitError):
 
 class ArtifactError(IVKitError):
     """A saved artifact (an IV directory, an effects file) is missing or malformed."""
+
+
+class BackendError(IVKitError):
+    """A backend cannot do what was asked (an architecture, a method, a model form it does not
+    support), or its library is missing."""

@@ -246,7 +246,7 @@ def layer_sweep(
     layers: Sequence[int] | None = None,
     scales: Sequence[float] = (1.0,),
     scale: float | None = None,
-    method: str = "fast",
+    method: str | None = None,
     batch_size: int = 32,
     max_memory_mb: float = 1024.0,
     progress: bool = True,
@@ -256,7 +256,8 @@ def layer_sweep(
     at each multiplier in ``scales``.
 
     ``method="fast"`` re-runs only the last position from the layer above up (exact; it falls
-    back to ``"naive"``, a full pass per cell, where the model does not allow it).
+    back to ``"naive"``, a full pass per cell, where the model does not allow it). The default,
+    ``None``, is ``"fast"`` on the torch backend and ``"naive"`` (through the backend) on the others.
     ``scale=x`` is shorthand for ``scales=(x,)``.
     """
     from .fast import FastPathUnsupported
@@ -269,6 +270,12 @@ def layer_sweep(
         scales = (scale,)
     scales = [float(x) for x in scales]
     layers = list(range(model.geometry.n_layers)) if layers is None else list(layers)
+    if method is None:
+        method = "fast" if model.backend.supports_fast else "naive"
+    elif method == "fast" and not model.backend.supports_fast:
+        log.info("the fast layer sweep runs only on the torch backend; sweeping through %s with a full "
+                 "pass per cell", model.backend.name)
+        method = "naive"
     used = method
     if method == "fast":
         try:

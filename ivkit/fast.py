@@ -47,7 +47,8 @@ from typing import Any, Iterator
 import torch
 from einops import rearrange
 
-from .hooks import patch_head_outputs
+from .backends.torch_backend import attach_hf_hooks
+from .hooks import HeadPatch
 from .io import progress_bar
 from .models import IVModel, _get_module
 
@@ -161,6 +162,9 @@ def _register_attention() -> None:
 
 @contextmanager
 def _attention_implementation(model: IVModel, key: str) -> Iterator[None]:
+    # Register again on every use: another copy of this module (nnsight's remote="local" dry run
+    # re-executes local modules by value) may have registered its own function under the key.
+    _register_attention()
     cfg = model.model.config
     old = cfg._attn_implementation
     cfg._attn_implementation = key
@@ -388,9 +392,13 @@ def continue_rows(run: PrefixRun, groups: list[RowGroup]) -> list[torch.Tensor]:
                 if "use_cache" in kw:
                     kw["use_cache"] = False
                 if patch_mask is not None:
-                    with patch_head_outputs(model, {l: (patch_mask.flatten(0, 1), patch_values.to(hidden.dtype))},
-                                            positions=patch_pos.repeat_interleave(n)):
+                    detach = attach_hf_hooks(model, HeadPatch(
+                        l, patch_mask.flatten(0, 1), patch_values.to(hidden.dtype), g.n_heads, g.d_head,
+                        positions=patch_pos.repeat_interleave(n)))
+                    try:
                         res = model.block(l)(hidden.flatten(0, 1), **kw)
+                    finally:
+                        detach()
                 else:
                     res = model.block(l)(hidden.flatten(0, 1), **kw)
                 hidden = (res[0] if isinstance(res, tuple) else res).view(P, n, s, g.d_model)

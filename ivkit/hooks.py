@@ -22,6 +22,10 @@ Gotchas
 * During generation with a KV cache each step's input is the new token alone, so "position -1"
   is the prompt's last token on the first step and each new token after.
 * All hooks are removed when their ``with`` block exits, even on error.
+* These context managers work on every backend (``torch``, ``transformer-lens``, ``nnsight``):
+  each one attaches an :class:`~ivkit.backends.base.Intervention` through ``model.backend``, and
+  the effect shows in the next ``model.forward(batch)``. With the torch backend the hooks are
+  plain PyTorch hooks, so they also act on direct calls of the HF modules.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from einops import rearrange
 
+from .backends.base import Intervention
 from .models import IVModel
 
 Positions = int | torch.Tensor
@@ -48,15 +53,41 @@ def _rows_and_positions(positions: Positions, batch: int, length: int, device: t
     return rows, pos
 
 
-class HeadRecord:
+@contextmanager
+def attached(model: IVModel, intervention: Intervention) -> Iterator[Intervention]:
+    """Attach ``intervention`` through ``model.backend`` for the duration of the block."""
+    detach = model.backend.attach(model, intervention)
+    try:
+        yield intervention
+    finally:
+        detach()
+
+
+# --------------------------------------------------------------------------------------------
+# Interventions
+# --------------------------------------------------------------------------------------------
+
+
+class HeadRecord(Intervention):
     """Head outputs captured by :func:`record_head_outputs`.
 
     ``z[layer]`` is ``(B, n_heads, d_head)`` at the requested positions of the last forward pass.
     """
 
-    def __init__(self, n_heads: int, d_head: int):
+    site = "heads"
+    reads_only = True
+
+    def __init__(self, n_heads: int, d_head: int, layers: Sequence[int] = (), positions: Positions = -1,
+                 detach: bool = True):
         self.n_heads, self.d_head = n_heads, d_head
+        self.layers, self.positions, self.detach = tuple(layers), positions, detach
         self.z: dict[int, torch.Tensor] = {}
+
+    def edit(self, layer: int, x: torch.Tensor) -> None:
+        rows, pos = _rows_and_positions(self.positions, x.shape[0], x.shape[1], x.device)
+        z = rearrange(x[rows, pos], "b (h d) -> b h d", h=self.n_heads)
+        self.z[layer] = z.detach().clone() if self.detach else z
+        return None
 
     def stack(self, layers: Sequence[int] | None = None) -> torch.Tensor:
         """Head outputs as one tensor ``(B, n_layers_recorded, n_heads, d_head)``."""
@@ -64,6 +95,81 @@ class HeadRecord:
         if not layers or any(layer not in self.z for layer in layers):
             raise RuntimeError("no head outputs were recorded: run a forward pass inside the with-block")
         return torch.stack([self.z[layer] for layer in layers], dim=1)
+
+
+class HeadPatch(Intervention):
+    """Replace masked heads of ``layer`` at ``positions`` with ``values`` (see
+    :func:`patch_head_outputs`)."""
+
+    site = "heads"
+
+    def __init__(self, layer: int, mask: torch.Tensor, values: torch.Tensor, n_heads: int, d_head: int,
+                 positions: Positions = -1):
+        self.layers = (layer,)
+        self.mask, self.values, self.positions = mask.bool(), values, positions
+        self.n_heads, self.d_head = n_heads, d_head
+
+    def edit(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        rows, pos = _rows_and_positions(self.positions, x.shape[0], x.shape[1], x.device)
+        z = rearrange(x[rows, pos], "b (h d) -> b h d", h=self.n_heads)
+        m = self.mask.to(x.device).expand(x.shape[0], self.n_heads)
+        v = self.values.to(device=x.device, dtype=x.dtype).expand(x.shape[0], self.n_heads, self.d_head)
+        new = torch.where(m[..., None], v, z)
+        return x.index_put((rows, pos), rearrange(new, "b h d -> b (h d)"))
+
+
+class HeadPerturbation(Intervention):
+    """Adds a zero tensor that requires grad to every head output at ``positions``, so that
+    ``torch.autograd.grad(metric, perturbation.zeros[l])`` is ``d metric / d z_l``
+    ``(B, n_heads * d_head)``. ``values[l]`` keeps the unperturbed outputs. Used by
+    ``method="attribution"``; needs a backend with ``supports_grad``."""
+
+    site = "heads"
+
+    def __init__(self, layers: Sequence[int], positions: Positions = -1):
+        self.layers, self.positions = tuple(layers), positions
+        self.zeros: dict[int, torch.Tensor] = {}
+        self.values: dict[int, torch.Tensor] = {}
+
+    def edit(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        rows, pos = _rows_and_positions(self.positions, x.shape[0], x.shape[1], x.device)
+        self.values[layer] = x[rows, pos].detach()
+        self.zeros[layer] = torch.zeros_like(self.values[layer], requires_grad=True)
+        return x.index_put((rows, pos), x[rows, pos] + self.zeros[layer])
+
+
+class ResidualAddition(Intervention):
+    """Adds ``scale * vector`` to the output of block ``layer`` at ``positions``."""
+
+    site = "block"
+
+    def __init__(self, layer: int, vector: torch.Tensor, scale: float = 1.0, positions: Positions = -1):
+        self.layers, self.vector, self.scale, self.positions = (layer,), vector, scale, positions
+
+    def edit(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        rows, pos = _rows_and_positions(self.positions, h.shape[0], h.shape[1], h.device)
+        return h.index_put((rows, pos), h[rows, pos] + self.scale * self.vector.to(device=h.device, dtype=h.dtype))
+
+
+class ResidualRecord(Intervention):
+    """Records each block's output at ``positions`` into ``out[layer]`` ``(B, d_model)``."""
+
+    site = "block"
+    reads_only = True
+
+    def __init__(self, layers: Sequence[int], positions: Positions = -1):
+        self.layers, self.positions = tuple(layers), positions
+        self.out: dict[int, torch.Tensor] = {}
+
+    def edit(self, layer: int, h: torch.Tensor) -> None:
+        rows, pos = _rows_and_positions(self.positions, h.shape[0], h.shape[1], h.device)
+        self.out[layer] = h[rows, pos].detach().clone()
+        return None
+
+
+# --------------------------------------------------------------------------------------------
+# Context managers (the public API)
+# --------------------------------------------------------------------------------------------
 
 
 @contextmanager
@@ -76,23 +182,9 @@ def record_head_outputs(
     ``(B, n_layers, n_heads, d_head)``.
     """
     g = model.geometry
-    record = HeadRecord(g.n_heads, g.d_head)
     layers = range(g.n_layers) if layers is None else layers
-
-    def make_hook(layer: int):
-        def hook(module, args):
-            x = args[0]
-            rows, pos = _rows_and_positions(positions, x.shape[0], x.shape[1], x.device)
-            z = rearrange(x[rows, pos], "b (h d) -> b h d", h=g.n_heads)
-            record.z[layer] = z.detach().clone() if detach else z
-        return hook
-
-    handles = [model.attn_out_proj(layer).register_forward_pre_hook(make_hook(layer)) for layer in layers]
-    try:
+    with attached(model, HeadRecord(g.n_heads, g.d_head, layers, positions, detach)) as record:
         yield record
-    finally:
-        for h in handles:
-            h.remove()
 
 
 @contextmanager
@@ -111,28 +203,14 @@ def patch_head_outputs(
     through ``W_O`` exactly as a real head output would.
     """
     g = model.geometry
-
-    def make_hook(mask: torch.Tensor, values: torch.Tensor):
-        def hook(module, args):
-            x = args[0]
-            rows, pos = _rows_and_positions(positions, x.shape[0], x.shape[1], x.device)
-            z = rearrange(x[rows, pos], "b (h d) -> b h d", h=g.n_heads)
-            m = mask.to(x.device).expand(x.shape[0], g.n_heads)
-            v = values.to(device=x.device, dtype=x.dtype).expand(x.shape[0], g.n_heads, g.d_head)
-            new = torch.where(m[..., None], v, z)
-            x = x.clone()
-            x[rows, pos] = rearrange(new, "b h d -> b (h d)")
-            return (x,) + tuple(args[1:])
-        return hook
-
-    handles = []
+    detachers = []
     try:
         for layer, (mask, values) in patches.items():
-            handles.append(model.attn_out_proj(layer).register_forward_pre_hook(make_hook(mask.bool(), values)))
+            detachers.append(model.backend.attach(model, HeadPatch(layer, mask, values, g.n_heads, g.d_head, positions)))
         yield
     finally:
-        for h in handles:
-            h.remove()
+        for d in detachers:
+            d()
 
 
 def patch_heads(model: IVModel, values: Mapping[tuple[int, int], torch.Tensor], *, positions: Positions = -1):
@@ -148,14 +226,21 @@ def patch_heads(model: IVModel, values: Mapping[tuple[int, int], torch.Tensor], 
     return patch_head_outputs(model, patches, positions=positions)
 
 
-def _block_output_tensor(output):
-    return output[0] if isinstance(output, tuple) else output
+@contextmanager
+def perturb_head_outputs(model: IVModel, *, positions: Positions = -1) -> Iterator[HeadPerturbation]:
+    """Yield a :class:`HeadPerturbation` on every layer: after a forward pass, the gradient of
+    anything computed from the logits with respect to ``perturbation.zeros[l]``
+    ``(B, n_heads * d_head)`` is its derivative with respect to layer ``l``'s head outputs at
+    ``positions``."""
+    from .errors import BackendError
 
-
-def _replace_block_output(output, hidden: torch.Tensor):
-    if isinstance(output, tuple):
-        return (hidden,) + tuple(output[1:])
-    return hidden
+    if not model.backend.supports_grad:
+        raise BackendError(
+            f"the {model.backend.name} backend does not pass gradients through interventions, which "
+            f"method='attribution' needs: use method='naive', or backend='torch' or 'transformer-lens'"
+        )
+    with attached(model, HeadPerturbation(range(model.geometry.n_layers), positions)) as p:
+        yield p
 
 
 @contextmanager
@@ -175,36 +260,12 @@ def add_to_residual(
         raise ValueError(f"layer {layer} is out of range: the model has layers 0..{g.n_layers - 1}")
     if vector.shape[-1] != g.d_model:
         raise ValueError(f"vector has width {vector.shape[-1]} but the model's d_model is {g.d_model}")
-
-    def hook(module, args, output):
-        h = _block_output_tensor(output)
-        rows, pos = _rows_and_positions(positions, h.shape[0], h.shape[1], h.device)
-        h = h.clone()
-        h[rows, pos] = h[rows, pos] + scale * vector.to(device=h.device, dtype=h.dtype)
-        return _replace_block_output(output, h)
-
-    handle = model.block(layer).register_forward_hook(hook)
-    try:
+    with attached(model, ResidualAddition(layer, vector, scale, positions)):
         yield
-    finally:
-        handle.remove()
 
 
 @contextmanager
 def record_residual(model: IVModel, *, positions: Positions = -1) -> Iterator[dict[int, torch.Tensor]]:
     """Record every block's output at ``positions``: yields ``{layer: (B, d_model)}``."""
-    out: dict[int, torch.Tensor] = {}
-
-    def make_hook(layer: int):
-        def hook(module, args, output):
-            h = _block_output_tensor(output)
-            rows, pos = _rows_and_positions(positions, h.shape[0], h.shape[1], h.device)
-            out[layer] = h[rows, pos].detach().clone()
-        return hook
-
-    handles = [model.block(layer).register_forward_hook(make_hook(layer)) for layer in range(model.geometry.n_layers)]
-    try:
-        yield out
-    finally:
-        for h in handles:
-            h.remove()
+    with attached(model, ResidualRecord(range(model.geometry.n_layers), positions)) as rec:
+        yield rec.out

@@ -298,12 +298,39 @@ def check_mean_activations(model: IVModel, mean_acts: torch.Tensor) -> None:
         )
 
 
+def resolve_method(model: IVModel, method: str | None) -> str:
+    """The indirect-effect method to use: ``method``, or the backend's default when ``None``
+    (``"fast"`` on the torch backend, ``"naive"`` on the others). Raises a clear error for a
+    method the backend cannot run."""
+    from .errors import BackendError
+
+    if method is None:
+        method = "fast" if model.backend.supports_fast else "naive"
+        if method != "fast":
+            log.info("backend %s: indirect effects use method='naive' (the exact 'fast' engine needs "
+                     "backend='torch')", model.backend.name)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    if method == "fast" and not model.backend.supports_fast:
+        raise BackendError(
+            f"method='fast' re-runs the Hugging Face blocks with ivkit's own attention, so it cannot go "
+            f"through the {model.backend.name} backend's hooks. Use method='naive' (exact, slower) or "
+            f"'attribution' with this backend, or load the same model with backend='torch'"
+        )
+    if method == "attribution" and not model.backend.supports_grad:
+        raise BackendError(
+            f"method='attribution' needs gradients through interventions, which the {model.backend.name} "
+            f"backend does not give here. Use method='naive', or backend='torch' or 'transformer-lens'"
+        )
+    return method
+
+
 def indirect_effects(
     model: IVModel,
     corrupted: EncodedPrompts,
     mean_acts: torch.Tensor,
     *,
-    method: str = "fast",
+    method: str | None = None,
     metric: str = "prob",
     progress: bool = True,
     info: dict[str, Any] | None = None,
@@ -316,7 +343,8 @@ def indirect_effects(
         corrupted: the corrupted prompts (``shuffled`` style), one trial each.
         mean_acts: ``(n_layers, n_heads, d_head)`` from :func:`mean_head_activations`.
         method: a key of :data:`METHODS`: ``"fast"`` (exact), ``"naive"`` (the per-head oracle),
-            ``"attribution"`` (first-order estimate).
+            ``"attribution"`` (first-order estimate); ``None``: ``"fast"`` on the torch backend,
+            ``"naive"`` on the others (see :func:`resolve_method`).
         metric: ``"prob"``, ``"logit"`` or ``"nll"`` (see the module docstring).
         options: passed to the method, e.g. ``max_memory_mb`` / ``prompts_per_pass`` for fast,
             ``batch_size`` for attribution.
@@ -324,8 +352,7 @@ def indirect_effects(
     Returns:
         :class:`IndirectEffects` with ``aie`` ``(n_layers, n_heads)``.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+    method = resolve_method(model, method)
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
     if len(corrupted) == 0:
@@ -337,7 +364,8 @@ def indirect_effects(
     seconds = time.perf_counter() - t0
     log.info("indirect effects (%s, %d trials x %d heads) took %.1f s", method, len(items),
              model.geometry.n_total_heads, seconds)
-    return IndirectEffects(per_trial.mean(0), per_trial, baseline, method, metric, seconds, dict(info or {}))
+    info = {"backend": model.backend.name, **dict(info or {})}
+    return IndirectEffects(per_trial.mean(0), per_trial, baseline, method, metric, seconds, info)
 
 
 def rank_agreement(a: torch.Tensor, b: torch.Tensor, k: int = 10) -> dict[str, float]:

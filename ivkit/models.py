@@ -176,10 +176,12 @@ class IVModel:
         name: the id recorded in saved artifacts (alias, hub id or path).
         spec: the :class:`ArchSpec` used to find blocks and projections.
         geometry: the :class:`HeadGeometry`.
+        backend: the :class:`~ivkit.backends.base.Backend` that runs the model (``torch``,
+            ``transformer-lens`` or ``nnsight``).
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str | None = None, spec: ArchSpec | None = None,
-                 prepend_bos: bool | None = None):
+                 prepend_bos: bool | None = None, backend: Any = None):
         self.model = model
         self.tokenizer = tokenizer
         self.model_type: str = str(getattr(model.config, "model_type", type(model).__name__))
@@ -195,6 +197,12 @@ class IVModel:
         #: Start every prompt with the BOS token: True forces it, False strips it, None keeps what
         #: the tokenizer does by default.
         self.prepend_bos = prepend_bos
+        if backend is None:
+            from .backends.torch_backend import TorchBackend
+
+            backend = TorchBackend()
+        #: The :class:`~ivkit.backends.base.Backend` that runs forward passes and interventions.
+        self.backend = backend
 
     def _check_geometry(self) -> None:
         g = self.geometry
@@ -222,7 +230,8 @@ class IVModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where ivkit puts input tensors (the model's device; the CPU for a remote model)."""
+        return self.backend.device(self)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -306,20 +315,14 @@ class IVModel:
         dev = self.device
         return Batch(ids.to(dev), mask.to(dev), pos.to(dev), torch.as_tensor(lengths).to(dev))
 
-    def forward(self, batch: Batch, *, logits_to_keep: int = 1, **kwargs: Any) -> torch.Tensor:
-        """Run the model; return logits ``(batch, logits_to_keep, vocab)`` of the last positions.
+    def forward(self, batch: Batch, *, logits_to_keep: int = 1) -> torch.Tensor:
+        """Run the model through its backend, with every attached intervention.
 
-        ``logits_to_keep=0`` keeps all positions.
+        Returns:
+            float32 logits ``(batch, logits_to_keep, vocab)`` of the last positions;
+            ``logits_to_keep=0`` keeps all positions.
         """
-        out = self.model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-            logits_to_keep=logits_to_keep,
-            **kwargs,
-        )
-        return out.logits.float()
+        return self.backend.forward(self, batch, logits_to_keep=logits_to_keep)
 
 
 def _pad_token_id(tokenizer: Any, model: Any) -> int:
@@ -443,6 +446,43 @@ def _load_gguf(path: Path, *, name: str, dtype: torch.dtype, use_cache: bool) ->
     return model, tok
 
 
+def _canonical_backend(backend: str | None) -> str | None:
+    if backend is None:
+        return None
+    key = str(backend).lower().replace("_", "-")
+    key = {"tl": "transformer-lens", "transformerlens": "transformer-lens", "hf": "torch"}.get(key, key)
+    from .backends import BACKENDS
+
+    if key not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    return key
+
+
+def _attach_backend(hf_model: Any, tok: Any, *, name: str, backend: str | None, remote: bool | str,
+                    wrapper: Any = None) -> IVModel:
+    """An :class:`IVModel` over ``hf_model`` run through ``backend`` (``wrapper``: an existing
+    bridge or nnsight model around it)."""
+    from .errors import BackendError
+
+    backend = backend or "torch"
+    if remote is not False and backend != "nnsight":
+        raise BackendError(f"remote execution (remote={remote!r}) goes through NDIF and needs backend='nnsight', "
+                           f"not {backend!r}")
+    if backend == "torch":
+        return IVModel(hf_model, tok, name=name)
+    if backend == "transformer-lens":
+        from .backends.tl_backend import TransformerLensBackend, boot_bridge
+
+        # Resolve the architecture first, so an unknown one gets ivkit's own error.
+        _lookup_spec(hf_model)
+        bridge = wrapper if wrapper is not None else boot_bridge(hf_model, tok, name)
+        return IVModel(hf_model, tok, name=name, backend=TransformerLensBackend(bridge))
+    from .backends.nnsight_backend import NNsightBackend, wrap
+
+    nn_model = wrapper if wrapper is not None else wrap(hf_model, tok)
+    return IVModel(hf_model, tok, name=name, backend=NNsightBackend(nn_model, remote=remote))
+
+
 def load_model(
     model: Any,
     tokenizer: Any = None,
@@ -451,6 +491,8 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     use_cache: bool = True,
+    backend: str | None = None,
+    remote: bool | str = False,
     **from_pretrained_kwargs: Any,
 ) -> IVModel:
     """Load a model and resolve its head geometry.
@@ -462,12 +504,20 @@ def load_model(
             * a local directory in Hugging Face format;
             * a hub id (needs the hub to be reachable, or the files in the local HF cache);
             * a loaded ``transformers`` ``PreTrainedModel`` (then pass ``tokenizer``);
-            * an :class:`IVModel` (returned as is).
+            * a TransformerLens 4.x ``TransformerBridge`` (backend ``transformer-lens``);
+            * an nnsight 0.8 ``TransformersModel`` or ``LanguageModel`` (backend ``nnsight``);
+            * an :class:`IVModel` (returned as is, or re-wrapped for another ``backend``).
         tokenizer: the tokenizer, when ``model`` is an object; loaded with the model otherwise.
         name: the id recorded in saved artifacts; defaults to the alias, path or hub id.
-        device: where to put the model.
+        device: where to put the model (ignored with ``device_map=...``, which accelerate places).
         dtype: weights dtype; float32 by default (GGUF weights are de-quantised to it).
         use_cache: cache de-quantised GGUF weights as safetensors (see :func:`cache_dir`).
+        backend: ``"torch"`` (default for names and HF models), ``"transformer-lens"`` or
+            ``"nnsight"``; see :mod:`ivkit.backends`. A bridge or nnsight object picks its own.
+        remote: nnsight only: ``True`` runs every trace on NDIF (a hub id is built lazily, without
+            downloading weights); ``"local"`` is nnsight's serialization dry run on this machine.
+        from_pretrained_kwargs: passed to ``AutoModelForCausalLM.from_pretrained`` (for example
+            ``device_map="auto"``).
 
     Returns:
         An :class:`IVModel` in eval mode.
@@ -475,9 +525,37 @@ def load_model(
     Raises:
         ModelLoadError: the name resolves to nothing loadable; the message says what to install.
         UnknownArchitectureError: the architecture is not in :data:`ARCHITECTURES`.
+        BackendError: the backend cannot take this model (or is not installed).
     """
+    from .backends.nnsight_backend import is_nnsight_model
+    from .backends.tl_backend import is_bridge
+    from .errors import BackendError
+
+    backend = _canonical_backend(backend)
     if isinstance(model, IVModel):
-        return model
+        if backend is None or backend == model.backend.name:
+            return model
+        if model.backend.name != "torch":
+            raise BackendError(f"this IVModel already runs on {model.backend.name}; load the model again for {backend}")
+        return _attach_backend(model.model, model.tokenizer, name=model.name, backend=backend, remote=remote)
+    if is_bridge(model):
+        if backend not in (None, "transformer-lens"):
+            raise BackendError(f"a TransformerBridge runs on backend='transformer-lens', not {backend!r}; pass "
+                               f"bridge.original_model with its tokenizer for another backend")
+        hf_model = model.original_model
+        hf_model.eval()
+        return _attach_backend(hf_model, tokenizer or model.tokenizer, backend="transformer-lens", remote=remote,
+                               name=name or str(getattr(model.cfg, "model_name", "") or type(hf_model).__name__),
+                               wrapper=model)
+    if is_nnsight_model(model):
+        if backend not in (None, "nnsight"):
+            raise BackendError(f"an nnsight model runs on backend='nnsight', not {backend!r}; pass its "
+                               f"underlying module (model._module) with its tokenizer for another backend")
+        hf_model = model._module
+        hf_model.eval()
+        ident = name or str(getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__)
+        return _attach_backend(hf_model, tokenizer or model.tokenizer, backend="nnsight", remote=remote,
+                               name=ident, wrapper=model)
     if isinstance(model, torch.nn.Module):
         if tokenizer is None:
             raise ModelLoadError(
@@ -485,12 +563,19 @@ def load_model(
                 f"load_model(model, tokenizer)"
             )
         model.eval()
-        return IVModel(model, tokenizer, name=name)
+        return _attach_backend(model, tokenizer, name=name or str(getattr(model.config, "_name_or_path", "") or
+                                                                  type(model).__name__),
+                               backend=backend, remote=remote)
     if not isinstance(model, (str, os.PathLike)):
         raise ModelLoadError(
-            f"load_model got a {type(model).__name__}; pass an alias, a path, a hub id or a PreTrainedModel"
+            f"load_model got a {type(model).__name__}; pass an alias, a path, a hub id, a PreTrainedModel, "
+            f"a TransformerBridge or an nnsight model"
         )
     ref = str(model)
+    if remote is True:
+        if backend not in (None, "nnsight"):
+            raise BackendError(f"remote=True runs on NDIF through nnsight; backend {backend!r} cannot")
+        return _remote_model(ref, tokenizer, name=name or ref)
     if ref in MODEL_ALIASES:
         hf_model, tok = _load_gguf(MODEL_ALIASES[ref](), name=ref, dtype=dtype, use_cache=use_cache)
         ident = ref
@@ -507,7 +592,9 @@ def load_model(
         if ref.startswith((".", "/", "~")) and not path.exists():
             raise ModelLoadError(f"no such model directory: {path}")
         try:
-            tok = tokenizer or AutoTokenizer.from_pretrained(ref)
+            tok_kwargs = {k: v for k, v in from_pretrained_kwargs.items()
+                          if k in ("revision", "cache_dir", "token", "trust_remote_code", "local_files_only")}
+            tok = tokenizer or AutoTokenizer.from_pretrained(ref, **tok_kwargs)
             hf_model = AutoModelForCausalLM.from_pretrained(ref, dtype=dtype, **from_pretrained_kwargs)
         except (OSError, ValueError) as e:
             aliases = ", ".join(MODEL_ALIASES)
@@ -519,9 +606,27 @@ def load_model(
         ident = ref
     if tokenizer is not None:
         tok = tokenizer
-    hf_model.to(device)
+    if "device_map" not in from_pretrained_kwargs:
+        hf_model.to(device)
     hf_model.eval()
-    return IVModel(hf_model, tok, name=name or ident)
+    return _attach_backend(hf_model, tok, name=name or ident, backend=backend, remote=remote)
+
+
+def _remote_model(ref: str, tokenizer: Any, *, name: str) -> IVModel:
+    """A hub model for NDIF: built lazily by nnsight (config and tokenizer only, no weights)."""
+    from transformers import AutoTokenizer
+
+    from .backends.nnsight_backend import NNsightBackend, _import_nnsight
+
+    nnsight = _import_nnsight()
+    try:
+        tok = tokenizer or AutoTokenizer.from_pretrained(ref)
+        nn_model = nnsight.TransformersModel(ref, task="text-generation", tokenizer=tok)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"could not build {ref!r} for remote execution: {first}. remote=True needs a hub id "
+                             f"NDIF serves and the hub reachable for its config and tokenizer") from None
+    return IVModel(nn_model._module, tok, name=name, backend=NNsightBackend(nn_model, remote=True))
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

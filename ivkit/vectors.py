@@ -83,6 +83,14 @@ def head_contributions(model: IVModel, mean_acts: torch.Tensor, heads: Sequence[
     out = torch.zeros(len(heads), g.d_model)
     for i, (layer, head) in enumerate(heads):
         proj = model.attn_out_proj(layer)
+        if any(p.device.type == "meta" for p in proj.parameters()):
+            from .errors import BackendError
+
+            raise BackendError(
+                f"the weights of {model.name} are not on this machine (remote model), and building an IV "
+                f"projects head means through W_O. Load W_O locally: ivkit.load_model(name) without remote, "
+                f"or run extract locally on a smaller model; the heads and their AIE are still in the effects"
+            )
         zero = proj(torch.zeros(1, width, device=dev, dtype=dt))
         z = torch.zeros(1, width, device=dev, dtype=dt)
         z[0, head * g.d_head:(head + 1) * g.d_head] = mean_acts[layer, head].to(dev, dt)
@@ -187,6 +195,7 @@ class InstructionVector:
             "model": {"id": model.name, "model_type": model.model_type, "config_hash": model.config_hash(),
                       **model.geometry.to_dict()},
             "post_norm": post_norm if model.spec.post_attn_norm else None,
+            "backend": model.backend.describe(),
             "ivkit_version": _version(),
             **meta,
         }

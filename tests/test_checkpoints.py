@@ -68,3 +68,29 @@ def test_bad_series(tmp_path, tokenizer, three_dirs):
     series.load(0)
     with pytest.raises(CheckpointError, match="another architecture"):
         series.load(1)
+
+
+def test_hub_revisions_from_the_local_hub_cache(tmp_path, monkeypatch, three_dirs):
+    """``from_hub`` resolves branch names (Pythia-style ``step*``) through the Hugging Face cache:
+    a cache laid out as the hub client writes it, read offline."""
+    import shutil
+
+    import huggingface_hub.constants as hub_constants
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--ivkit-test--tiny"
+    for i, d in enumerate(three_dirs):
+        sha = f"{i + 1:040x}"
+        shutil.copytree(d, repo / "snapshots" / sha)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / f"step{[2, 10, 30][i]}").write_text(sha)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    series = CheckpointSeries.from_hub("ivkit-test/tiny", ["step2", "step10", "step30"], cache_dir=str(cache))
+    assert [c.step for c in series.checkpoints] == [2, 10, 30]
+    got = [fingerprint(model) for _, model in series]
+    want = [fingerprint(model) for _, model in CheckpointSeries.from_dirs(three_dirs)]
+    assert got == want  # each revision is the checkpoint it names
+    with pytest.raises(CheckpointError):
+        CheckpointSeries.from_hub("ivkit-test/tiny", ["step999"], cache_dir=str(cache)).load(0)

@@ -116,3 +116,27 @@ def test_finetune_then_compare(tmp_path, tiny_llama_dir, extracted):
         assert (out / f).exists()
     proc = run("compare", tmp_path / "missing", "--task", task, "--out", out)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
+def test_extract_backend_gives_the_same_indirect_effects(backend, extracted, tiny_llama_dir, tmp_path):
+    """``--backend X`` runs the whole extraction through X; the AIE matches the torch run."""
+    torch_out, task, _ = extracted
+    out = tmp_path / backend
+    proc = run("extract", tiny_llama_dir, task, "--out", out, "--shots", 3, "--mean-prompts", 5, "--trials", 2,
+               "--top-k", 3, "--seed", 1, "--no-filter", "--json", "--backend", backend, check=True)
+    summary = json.loads(proc.stdout)
+    assert summary["backend"] == backend and summary["method"] == "naive"  # the default off torch
+    ours = json.loads((out / "indirect_effects.json").read_text())
+    ref = json.loads((torch_out / "indirect_effects.json").read_text())
+    assert ours["info"]["backend"] == backend and ref["info"]["backend"] == "torch"
+    diff = max(abs(a - b) for ra, rb in zip(ours["aie"], ref["aie"]) for a, b in zip(ra, rb))
+    assert diff <= 1e-5
+    assert json.loads((out / "iv.json").read_text())["backend"]["backend"] == backend
+
+
+def test_fast_method_on_another_backend_is_a_clear_error(extracted, tiny_llama_dir, tmp_path):
+    _, task, _ = extracted
+    proc = run("extract", tiny_llama_dir, task, "--out", tmp_path / "x", "--shots", 3, "--mean-prompts", 5,
+               "--trials", 2, "--no-filter", "--backend", "transformer-lens", "--method", "fast")
+    assert proc.returncode == 2 and "method='fast'" in proc.stderr and "Traceback" not in proc.stderr

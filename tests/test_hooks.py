@@ -1,7 +1,7 @@
 import torch
 
 from ivkit import add_to_residual, patch_head_outputs, patch_heads, record_head_outputs, record_residual
-from ivkit.hooks import _replace_block_output
+from ivkit.backends.torch_backend import replace_block_output as _replace_block_output
 
 from .conftest import prompts_of_mixed_lengths
 

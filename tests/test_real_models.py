@@ -91,3 +91,27 @@ def test_gemma_fast_equals_naive(gemma):
         with iv.apply(gemma):
             steered = gemma.forward(batch)
     assert (plain - steered).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
+def test_smollm2_backends_agree_with_torch(smollm2, backend):
+    """The same mean activations, per-head AIE and IV-injected logits through each backend."""
+    from ivkit.extract import prepare_prompts
+
+    other = ivkit.load_model("smollm2-135m-instruct", backend=backend)  # its own copy of the weights
+    p = prepare_prompts(smollm2, "capitalize", mean_prompts=8, trials=1, progress=False)
+    means = ivkit.mean_head_activations(smollm2, p.mean, progress=False)
+    assert (ivkit.mean_head_activations(other, p.mean, progress=False) - means).abs().max() <= 1e-5
+    ref = ivkit.indirect_effects(smollm2, p.corrupted, means, method="fast", progress=False, fallback=False)
+    got = ivkit.indirect_effects(other, p.corrupted, means, method="naive", progress=False)
+    assert ref.aie.max() > 0.01
+    assert (got.aie - ref.aie).abs().max() <= 1e-5
+    assert {h[:2] for h in got.top_heads(10)} == {h[:2] for h in ref.top_heads(10)}
+    iv = ivkit.InstructionVector.build(smollm2, means, ref, k=10, layer=12)
+    batch = smollm2.make_batch([smollm2.encode("Q: lantern\nA:"), smollm2.encode("Q: a longer query\nA:")])
+    with torch.no_grad():
+        with iv.apply(smollm2):
+            want = smollm2.forward(batch)
+        with iv.apply(other):
+            have = other.forward(batch)
+    assert (have - want).abs().max() <= 1e-4  # logits of magnitude ~20; 1e-5 relative

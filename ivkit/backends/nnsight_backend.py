@@ -1,0 +1,165 @@
+"""``backend="nnsight"``: interventions inside an nnsight 0.8 trace, locally or on NDIF.
+
+Envoys used (``l`` is the layer; paths are the model's :class:`~ivkit.models.ArchSpec`, shown for
+Llama):
+
+===========  ===============================================  ====================================
+site         envoy                                            tensor
+===========  ===============================================  ====================================
+``heads``    ``model.model.layers[l].self_attn.o_proj.input``  ``(B, T, n_heads*d_head)``
+``block``    ``model.model.layers[l].output``                 ``(B, T, d_model)`` (a tensor under
+                                                              transformers 5)
+logits       ``model.output.logits``                          ``(B, logits_to_keep, vocab)``
+===========  ===============================================  ====================================
+
+How a forward pass runs
+-----------------------
+nnsight applies interventions inside a ``with model.trace(...)`` block, not through persistent
+hooks. So ``attach`` only records the intervention, and :meth:`NNsightBackend.forward` opens one
+trace on the pre-padded batch (``input_ids``, ``attention_mask``, ``position_ids``: nothing is
+re-tokenised), visits the sites in execution order (layer by layer, heads before block output),
+applies every editing intervention there, ``.save()``\\ s what reading interventions need, and
+hands the saved tensors to them after the trace. Only saved tensors come back from a remote run,
+so reads are replayed locally on them; edits run where the model runs.
+
+Remote execution (NDIF)
+-----------------------
+``load_model("meta-llama/Llama-3.1-8B", backend="nnsight", remote=True)`` builds the model
+lazily (no weights are downloaded), and every trace is sent to NDIF with your API key
+(``NDIF_API_KEY`` or ``nnsight.CONFIG.set_default_api_key``). Tokenising, prompt building,
+ranking and plotting stay local; forward passes, patches and reads run remotely.
+``remote="local"`` runs nnsight's serialization dry run on this machine: the trace is serialized
+and deserialized as for NDIF, then executed locally. ivkit's tests use it to check that its traces
+serialize.
+
+Gotchas
+-------
+* nnsight requires sites to be visited in execution order; the backend does so.
+* Wrapping a loaded model sets its tokenizer's ``padding_side`` to ``"left"`` (ivkit pads by
+  itself, so this does not matter to ivkit).
+* ``method="fast"`` (ivkit's own continuation engine) cannot run through traces: the default
+  method on this backend is ``"naive"``. ``method="attribution"`` works locally (gradients flow
+  through the real tensors), not remotely.
+* Traces of one model must not run from two threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from ..errors import BackendError
+from .base import Backend, Intervention
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import Batch, IVModel
+
+log = logging.getLogger(__name__)
+
+
+def _import_nnsight():
+    try:
+        import nnsight
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise BackendError(f"backend='nnsight' needs nnsight 0.8 ({e}): pip install 'nnsight>=0.8'") from None
+    return nnsight
+
+
+def is_nnsight_model(obj: Any) -> bool:
+    """True for an nnsight ``TransformersModel`` / ``LanguageModel`` / ``NNsight`` wrapper."""
+    return any(c.__module__.startswith("nnsight") and c.__name__ in {"TransformersModel", "LanguageModel", "NNsight"}
+               for c in type(obj).__mro__)
+
+
+def wrap(hf_model: Any, tokenizer: Any) -> Any:
+    """An nnsight ``TransformersModel`` around a loaded Hugging Face model (no copy)."""
+    nnsight = _import_nnsight()
+    return nnsight.TransformersModel(hf_model, tokenizer=tokenizer)
+
+
+def _envoy(root: Any, path: str) -> Any:
+    obj = root
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+class NNsightBackend(Backend):
+    """Runs every forward pass as one nnsight trace (see the module docstring)."""
+
+    name = "nnsight"
+    supports_fast = False
+
+    def __init__(self, nn_model: Any, *, remote: bool | str = False):
+        self.nn_model = nn_model
+        self.remote = remote
+        self._active: list[Intervention] = []
+
+    @property
+    def supports_grad(self) -> bool:  # type: ignore[override]
+        return self.remote is False
+
+    def device(self, model: "IVModel") -> torch.device:
+        dev = next(model.model.parameters()).device
+        return torch.device("cpu") if dev.type == "meta" else dev
+
+    def attach(self, model: "IVModel", intervention: Intervention) -> Callable[[], None]:
+        if intervention.site not in ("heads", "block"):
+            raise ValueError(f"unknown intervention site {intervention.site!r}")
+        self._active.append(intervention)
+
+        def detach() -> None:
+            for i, iv in enumerate(self._active):
+                if iv is intervention:
+                    del self._active[i]
+                    return
+        return detach
+
+    def _site(self, model: "IVModel", site: str, layer: int) -> Any:
+        block = _envoy(self.nn_model, model.spec.layers)[layer]
+        return _envoy(block, model.spec.attn_out_proj) if site == "heads" else block
+
+    def forward(self, model: "IVModel", batch: "Batch", *, logits_to_keep: int = 1) -> torch.Tensor:
+        nnsight = _import_nnsight()
+        active = list(self._active)
+        plan: list[tuple[int, str, list[Intervention]]] = []
+        for layer in range(model.geometry.n_layers):
+            for site in ("heads", "block"):
+                ivs = [iv for iv in active if iv.site == site and layer in iv.layers]
+                if ivs:
+                    plan.append((layer, site, ivs))
+        inputs = dict(input_ids=batch.input_ids.cpu(), attention_mask=batch.attention_mask.cpu(),
+                      position_ids=batch.position_ids.cpu())
+        remote = self.remote
+        with self.nn_model.trace(**inputs, logits_to_keep=logits_to_keep, use_cache=False, remote=remote):
+            reads = nnsight.save([])
+            for layer, site, ivs in plan:
+                envoy = self._site(model, site, layer)
+                x = envoy.input if site == "heads" else envoy.output
+                changed = False
+                for iv in ivs:
+                    if getattr(iv, "reads_only", False) and remote is not False:
+                        reads.append(x.clone())  # replayed locally after the trace
+                        continue
+                    new = iv.edit(layer, x)
+                    if new is not None:
+                        x, changed = new, True
+                if changed:
+                    if site == "heads":
+                        envoy.input = x
+                    else:
+                        envoy.output = x
+            logits = self.nn_model.output.logits.save()
+        if remote is not False:
+            it = iter(reads)
+            for layer, site, ivs in plan:
+                for iv in ivs:
+                    if getattr(iv, "reads_only", False):
+                        iv.edit(layer, next(it))
+        return logits.float()
+
+    def describe(self) -> dict[str, Any]:
+        nnsight = _import_nnsight()
+        return {"backend": self.name, "nnsight": getattr(nnsight, "__version__", "?"), "remote": self.remote}
