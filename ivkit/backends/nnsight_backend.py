@@ -16,8 +16,8 @@ How a forward pass runs
 -----------------------
 nnsight applies interventions inside a ``with model.trace(...)`` block, not through persistent
 hooks. So ``attach`` only records the intervention, and :meth:`NNsightBackend.forward` opens one
-trace on the pre-padded batch (``input_ids``, ``attention_mask``, ``position_ids``: nothing is
-re-tokenised), visits the sites in execution order (layer by layer, heads before block output),
+trace with one batched ``invoke`` of the pre-padded batch (``input_ids``, ``attention_mask``,
+``position_ids``: nothing is re-tokenised or re-padded), visits the sites in execution order (layer by layer, heads before block output),
 applies every editing intervention there, ``.save()``\\ s what reading interventions need, and
 hands the saved tensors to them after the trace. Only saved tensors come back from a remote run,
 so reads are replayed locally on them; edits run where the model runs.
@@ -133,25 +133,26 @@ class NNsightBackend(Backend):
         inputs = dict(input_ids=batch.input_ids.cpu(), attention_mask=batch.attention_mask.cpu(),
                       position_ids=batch.position_ids.cpu())
         remote = self.remote
-        with self.nn_model.trace(**inputs, logits_to_keep=logits_to_keep, use_cache=False, remote=remote):
-            reads = nnsight.save([])
-            for layer, site, ivs in plan:
-                envoy = self._site(model, site, layer)
-                x = envoy.input if site == "heads" else envoy.output
-                changed = False
-                for iv in ivs:
-                    if getattr(iv, "reads_only", False) and remote is not False:
-                        reads.append(x.clone())  # replayed locally after the trace
-                        continue
-                    new = iv.edit(layer, x)
-                    if new is not None:
-                        x, changed = new, True
-                if changed:
-                    if site == "heads":
-                        envoy.input = x
-                    else:
-                        envoy.output = x
-            logits = self.nn_model.output.logits.save()
+        with self.nn_model.trace(logits_to_keep=logits_to_keep, use_cache=False, remote=remote) as tracer:
+            with tracer.invoke(**inputs):  # one batched invoke: ivkit's rows, already left-padded
+                reads = nnsight.save([])
+                for layer, site, ivs in plan:
+                    envoy = self._site(model, site, layer)
+                    x = envoy.input if site == "heads" else envoy.output
+                    changed = False
+                    for iv in ivs:
+                        if getattr(iv, "reads_only", False) and remote is not False:
+                            reads.append(x.clone())  # replayed locally after the trace
+                            continue
+                        new = iv.edit(layer, x)
+                        if new is not None:
+                            x, changed = new, True
+                    if changed:
+                        if site == "heads":
+                            envoy.input = x
+                        else:
+                            envoy.output = x
+                logits = self.nn_model.output.logits.save()
         if remote is not False:
             it = iter(reads)
             for layer, site, ivs in plan:
