@@ -103,6 +103,7 @@ def write_doc(doc: Path, args, df, tr, summary, out: Path) -> None:
     to_html(tr.plot(), plots / "tracking.html", self_contained=False)
     for task in df["task"].unique():
         to_html(tr.plot_alignment(task), plots / f"alignment_{task}.html", self_contained=False)
+        to_html(tr.plot_heads(task), plots / f"heads_{task}.html", self_contained=False)
     text = DOC.format(analysis=ANALYSIS, cmd=cmd, table="\n".join(lines), train=args.train_task, steps=args.steps,
                       every=args.save_every, **summary, report=out / "report", plots=plots.name)
     doc.write_text(text)
@@ -128,7 +129,8 @@ residual stream and the base IV.
 {table}
 
 Plots: [IV similarity and accuracy per task]({plots}/tracking.html) and the layer profiles of the
-alignment, one file per task (`{plots}/alignment_<task>.html`). These load plotly.js from its CDN;
+alignment and the head-importance heatmaps with a slider over checkpoints, one file per task
+(`{plots}/alignment_<task>.html`, `{plots}/heads_<task>.html`). These load plotly.js from its CDN;
 the run also writes self-contained copies to `{report}/`.
 
 {analysis}
