@@ -121,8 +121,9 @@ def extract_cmd(
     trials: int = typer.Option(25, help="corrupted prompts for the indirect effects"),
     top_k: str = typer.Option("10", "--top-k", help="heads in the vector; a comma list (3,5,10,20) is chosen on the validation split"),
     seed: int = typer.Option(0, help="seed for splits, prompts and shuffles"),
-    method: Optional[str] = typer.Option(None, help="indirect effects: fast (exact; default on torch), naive (per-head "
-                                                    "oracle; default on other backends), attribution (approx.)"),
+    method: Optional[str] = typer.Option(None, help="indirect effects: fast (exact; default on torch and local nnsight), "
+                                                    "naive (per-head oracle; default on transformer-lens and "
+                                                    "--remote), attribution (approx.)"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
     remote: Optional[str] = typer.Option(None, "--remote", help=REMOTE_HELP, show_default=False),
     max_memory_mb: float = typer.Option(1024.0, "--max-memory-mb", help="working-memory cap of the fast method"),
@@ -206,7 +207,7 @@ def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="output directory"),
     trials: int = typer.Option(25),
     mean_prompts: int = typer.Option(100, "--mean-prompts"),
-    method: Optional[str] = typer.Option(None, help="fast, naive or attribution (default: fast on torch)"),
+    method: Optional[str] = typer.Option(None, help="fast, naive or attribution (default: fast where the backend can run it)"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
     prompts: int = typer.Option(100, help="test queries in the evaluation"),
     seed: int = typer.Option(0),

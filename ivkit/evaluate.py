@@ -257,7 +257,8 @@ def layer_sweep(
 
     ``method="fast"`` re-runs only the last position from the layer above up (exact; it falls
     back to ``"naive"``, a full pass per cell, where the model does not allow it). The default,
-    ``None``, is ``"fast"`` on the torch backend and ``"naive"`` (through the backend) on the others.
+    ``None``, is ``"fast"`` where the backend can run it (torch, local nnsight) and ``"naive"``
+    (through the backend) on the others.
     ``scale=x`` is shorthand for ``scales=(x,)``.
     """
     from .fast import FastPathUnsupported
@@ -273,8 +274,8 @@ def layer_sweep(
     if method is None:
         method = "fast" if model.backend.supports_fast else "naive"
     elif method == "fast" and not model.backend.supports_fast:
-        log.info("the fast layer sweep runs only on the torch backend; sweeping through %s with a full "
-                 "pass per cell", model.backend.name)
+        log.info("the fast layer sweep needs the Hugging Face modules (torch backend, or nnsight locally); "
+                 "sweeping through %s with a full pass per cell", model.backend.name)
         method = "naive"
     used = method
     if method == "fast":

@@ -251,8 +251,9 @@ def extract(
         top_k: heads in the IV; several values (e.g. ``(3, 5, 10, 20)``) build one IV each and
             the validation sweep chooses among them, with the layer and scale.
         seed: seeds every random choice; same seed, same numbers.
-        method: indirect-effect method: ``"fast"`` (exact, the default on the torch backend),
-            ``"naive"`` (the per-head oracle; the default on the other backends) or
+        method: indirect-effect method: ``"fast"`` (exact, the default on the torch backend and
+            on local nnsight models), ``"naive"`` (the per-head oracle; the default on the
+            TransformerLens and remote nnsight backends) or
             ``"attribution"`` (approximate); see :mod:`ivkit.mediation`.
         metric: ``"prob"`` (first answer token), ``"logit"`` (its logit) or ``"nll"`` (whole answer).
         style: clean prompt style: ``"few_shot"`` (function vectors) or ``"instruction"``

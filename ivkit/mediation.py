@@ -298,24 +298,33 @@ def check_mean_activations(model: IVModel, mean_acts: torch.Tensor) -> None:
         )
 
 
+def _fast_blocker(model: IVModel) -> str:
+    if model.backend.name == "transformer-lens":
+        return "a TransformerBridge replaces the blocks with its own components"
+    if getattr(model.backend, "remote", False) is not False:
+        return "the model runs remotely"
+    return "it only runs interventions through its own hooks"
+
+
 def resolve_method(model: IVModel, method: str | None) -> str:
     """The indirect-effect method to use: ``method``, or the backend's default when ``None``
-    (``"fast"`` on the torch backend, ``"naive"`` on the others). Raises a clear error for a
-    method the backend cannot run."""
+    (``"fast"`` where the backend can run it: torch, or nnsight locally; ``"naive"`` on the
+    others). Raises a clear error for a method the backend cannot run."""
     from .errors import BackendError
 
     if method is None:
         method = "fast" if model.backend.supports_fast else "naive"
         if method != "fast":
-            log.info("backend %s: indirect effects use method='naive' (the exact 'fast' engine needs "
-                     "backend='torch')", model.backend.name)
+            log.info("backend %s: indirect effects use method='naive' (the exact 'fast' engine needs the "
+                     "Hugging Face modules here: backend='torch', or a local nnsight model)", model.backend.name)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     if method == "fast" and not model.backend.supports_fast:
         raise BackendError(
-            f"method='fast' re-runs the Hugging Face blocks with ivkit's own attention, so it cannot go "
-            f"through the {model.backend.name} backend's hooks. Use method='naive' (exact, slower) or "
-            f"'attribution' with this backend, or load the same model with backend='torch'"
+            f"method='fast' re-runs the Hugging Face blocks with ivkit's own attention, so it needs them on "
+            f"this machine and unwrapped; the {model.backend.name} backend here does not give that "
+            f"({_fast_blocker(model)}). Use method='naive' (exact, slower) or 'attribution' with this backend, "
+            f"or load the same weights with backend='torch'"
         )
     if method == "attribution" and not model.backend.supports_grad:
         raise BackendError(
@@ -343,8 +352,8 @@ def indirect_effects(
         corrupted: the corrupted prompts (``shuffled`` style), one trial each.
         mean_acts: ``(n_layers, n_heads, d_head)`` from :func:`mean_head_activations`.
         method: a key of :data:`METHODS`: ``"fast"`` (exact), ``"naive"`` (the per-head oracle),
-            ``"attribution"`` (first-order estimate); ``None``: ``"fast"`` on the torch backend,
-            ``"naive"`` on the others (see :func:`resolve_method`).
+            ``"attribution"`` (first-order estimate); ``None``: ``"fast"`` where the backend can run
+            it (torch, local nnsight), ``"naive"`` elsewhere (see :func:`resolve_method`).
         metric: ``"prob"``, ``"logit"`` or ``"nll"`` (see the module docstring).
         options: passed to the method, e.g. ``max_memory_mb`` / ``prompts_per_pass`` for fast,
             ``batch_size`` for attribution.

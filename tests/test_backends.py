@@ -85,9 +85,24 @@ def test_default_method_follows_the_backend(trio):
     corrupted = prompts_of_mixed_lengths(ref, n=2, style="shuffled")
     means = head_activations(ref, corrupted).mean(0)
     assert indirect_effects(ref, corrupted, means, progress=False).method == "fast"
-    assert indirect_effects(trio["nnsight"], corrupted, means, progress=False).method == "naive"
-    with pytest.raises(BackendError, match="method='fast'.*transformer-lens"):
+    assert indirect_effects(trio["transformer-lens"], corrupted, means, progress=False).method == "naive"
+    with pytest.raises(BackendError, match="method='fast'.*transformer-lens.*TransformerBridge replaces the blocks"):
         indirect_effects(trio["transformer-lens"], corrupted, means, method="fast", progress=False)
+
+
+def test_fast_runs_on_a_local_nnsight_model_and_matches_traced_naive(trio):
+    """Locally, the exact engine runs on the HF modules nnsight wraps; it must give what the naive
+    loop gives when every pass is an nnsight trace, on every trial."""
+    nn = trio["nnsight"]
+    corrupted = prompts_of_mixed_lengths(nn, n=3, style="shuffled")  # different lengths: one padded batch
+    means = head_activations(nn, prompts_of_mixed_lengths(nn, n=4)).mean(0)
+    # the logit metric: on a 600-token random model, probability effects are too small to compare
+    fast = indirect_effects(nn, corrupted, means, metric="logit", progress=False, fallback=False)
+    traced = indirect_effects(nn, corrupted, means, metric="logit", method="naive", progress=False)
+    assert fast.method == "fast" and traced.method == "naive"
+    assert traced.aie.abs().max() > 1e-2  # the patches do something
+    assert _max_diff(fast.per_trial, traced.per_trial) <= 1e-5
+    assert [h[:2] for h in fast.top_heads(5)] == [h[:2] for h in traced.top_heads(5)]
 
 
 def test_attribution_agrees_where_gradients_flow(trio):
@@ -217,6 +232,8 @@ def test_nnsight_traces_serialize_for_remote_execution(tokenizer):
     a = indirect_effects(local, corrupted, means, method="naive", progress=False)
     b = indirect_effects(dry, corrupted, means, progress=False)
     assert b.method == "naive" and _max_diff(a.per_trial, b.per_trial) <= 1e-5
+    with pytest.raises(BackendError, match="method='fast'.*runs remotely"):
+        indirect_effects(dry, corrupted, means, method="fast", progress=False)
     vec = torch.randn(local.geometry.d_model)
     batch = local.make_batch(enc.input_ids)
     with add_to_residual(local, 1, vec):
@@ -283,8 +300,10 @@ def test_layer_sweep_runs_through_the_backend_and_agrees(trio):
     iv = InstructionVector.build(ref, means, heads=[(0, 1), (1, 2)])
     zs = prompts_of_mixed_lengths(ref, n=4, style="zero_shot", shots=0)
     sweeps = {b: ivkit.layer_sweep(m, iv.vector, zs, scales=(1.0, 4.0), progress=False) for b, m in trio.items()}
-    assert sweeps["torch"].method == "fast"
-    for b in ("transformer-lens", "nnsight"):
-        assert sweeps[b].method == "naive"
+    assert sweeps["torch"].method == "fast" and sweeps["nnsight"].method == "fast"
+    assert sweeps["transformer-lens"].method == "naive"
+    traced = ivkit.layer_sweep(trio["nnsight"], iv.vector, zs, scales=(1.0, 4.0), method="naive", progress=False)
+    sweeps["nnsight-traced"] = traced
+    for b in ("transformer-lens", "nnsight", "nnsight-traced"):
         assert _max_diff(torch.tensor(sweeps[b].mean_prob), torch.tensor(sweeps["torch"].mean_prob)) <= 1e-5, b
         assert sweeps[b].top1 == sweeps["torch"].top1, b

@@ -37,9 +37,12 @@ Gotchas
 * nnsight requires sites to be visited in execution order; the backend does so.
 * Wrapping a loaded model sets its tokenizer's ``padding_side`` to ``"left"`` (ivkit pads by
   itself, so this does not matter to ivkit).
-* ``method="fast"`` (ivkit's own continuation engine) cannot run through traces: the default
-  method on this backend is ``"naive"``. ``method="attribution"`` works locally (gradients flow
-  through the real tensors), not remotely.
+* ``method="fast"`` (ivkit's exact continuation engine, also the default layer sweep) does not
+  run through traces: on a *local* model it runs on the Hugging Face modules the nnsight model
+  wraps, outside any trace, and gives the same numbers (tested against the traced naive loop).
+  It is the default locally. Remotely the weights are not here, so the default is ``"naive"``,
+  every pass a trace; pass ``method="naive"`` locally too to make every pass a trace.
+  ``method="attribution"`` works locally (gradients flow through the real tensors), not remotely.
 * Traces of one model must not run from two threads at once.
 """
 
@@ -90,7 +93,6 @@ class NNsightBackend(Backend):
     """Runs every forward pass as one nnsight trace (see the module docstring)."""
 
     name = "nnsight"
-    supports_fast = False
 
     def __init__(self, nn_model: Any, *, remote: bool | str = False):
         self.nn_model = nn_model
@@ -99,6 +101,11 @@ class NNsightBackend(Backend):
 
     @property
     def supports_grad(self) -> bool:  # type: ignore[override]
+        return self.remote is False
+
+    @property
+    def supports_fast(self) -> bool:  # type: ignore[override]
+        """Locally, the continuation engine runs on the wrapped HF modules; remotely it cannot."""
         return self.remote is False
 
     def device(self, model: "IVModel") -> torch.device:
