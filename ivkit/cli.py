@@ -87,10 +87,13 @@ def _heads_table(iv) -> str:
 
 
 def _eval_table(ev) -> str:
-    lines = [f"{'condition':<16} {'top1':>6} {'top2':>6} {'top3':>6}"]
+    lines = [f"{'condition':<16} {'top1':>6} {'top2':>6} {'top3':>6}   {'top1 on ICL-right':>17}"]
     for c, r in ev.results.items():
-        lines.append(f"{c:<16} {r['top1']:>6.3f} {r['top2']:>6.3f} {r['top3']:>6.3f}")
-    lines.append(f"(IV at layer {ev.layer}, scale {ev.info.get('scale', 1):g}; n={ev.n} test queries)")
+        sub = r.get("top1_icl_correct")
+        lines.append(f"{c:<16} {r['top1']:>6.3f} {r['top2']:>6.3f} {r['top3']:>6.3f}   "
+                     f"{'-' if sub is None else format(sub, '.3f'):>17}")
+    lines.append(f"(IV at layer {ev.layer}, scale {ev.info.get('scale', 1):g}; n={ev.n} test queries, "
+                 f"{ev.n_icl_correct} of them answered right with clean shots: 'ICL-right')")
     return "\n".join(lines)
 
 

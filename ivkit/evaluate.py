@@ -17,6 +17,12 @@ Concepts
   ``few_shot``      ``shots`` clean demonstrations
   ``random_control`` the query alone, plus a random vector of the IV's norm
   ================  ===============================================================
+
+  Each condition also reports ``top1_icl_correct``: its top-1 accuracy on only the test queries
+  that clean ``few_shot`` answers right (``n_icl_correct`` of them). This is how the
+  function-vectors code reports its zero-shot + FV and shuffled + FV figures (it evaluates on the
+  queries the model gets right in context), so it is the number to compare with those; the plain
+  ``top1`` is over every test query.
 """
 
 from __future__ import annotations
@@ -303,25 +309,35 @@ class Evaluation:
     """Accuracies of :func:`evaluate_iv`.
 
     Attributes:
-        results: condition -> ``{"top1", "top2", "top3", "mean_prob"}``.
+        results: condition -> ``{"top1", "top2", "top3", "mean_prob", "top1_icl_correct"}``; the
+            last is top-1 on the queries clean few-shot answers right (None when there are none or
+            ``few_shot`` was not run).
         layer: injection layer used.
         n: number of test queries (the same in every condition).
         info: task, model, seed, shots, scale, seconds.
+        n_icl_correct: how many of the ``n`` queries clean few-shot answers right (None when
+            ``few_shot`` was not run).
     """
 
     results: dict[str, dict[str, float]]
     layer: int
     n: int
     info: dict[str, Any] = field(default_factory=dict)
+    n_icl_correct: int | None = None
 
     def __getitem__(self, condition: str) -> float:
         return self.results[condition]["top1"]
 
     def to_dict(self) -> dict[str, Any]:
-        """Flat top-1 accuracies (``zero_shot`` ... ``random_control``), ``layer``, ``n``, plus the
-        top-2/top-3 accuracies and mean probabilities under ``detail``."""
+        """Flat top-1 accuracies (``zero_shot`` ... ``random_control``), ``layer``, ``n``; the
+        top-1 accuracies on the queries clean few-shot gets right under ``icl_correct`` (with
+        ``n_icl_correct``); the top-2/top-3 accuracies and mean probabilities under ``detail``.
+        NaN becomes None, so the result is strict JSON."""
         out: dict[str, Any] = {c: self.results[c]["top1"] for c in CONDITIONS if c in self.results}
-        out.update(layer=self.layer, n=self.n, detail=self.results, **self.info)
+        out.update(layer=self.layer, n=self.n, n_icl_correct=self.n_icl_correct,
+                   icl_correct={c: _json_float(r.get("top1_icl_correct")) for c, r in self.results.items()},
+                   detail={c: {k: _json_float(v) for k, v in r.items()} for c, r in self.results.items()},
+                   **self.info)
         return out
 
     def to_pandas(self):
@@ -352,6 +368,15 @@ def evaluation_prompts(model: IVModel, task: Task | str, *, n_prompts: int = 100
 
 def _metrics(s: Scores) -> dict[str, float]:
     return {"top1": s.accuracy(1), "top2": s.accuracy(2), "top3": s.accuracy(3), "mean_prob": s.mean_prob}
+
+
+def _json_float(x: float | None) -> float | None:
+    return None if x is None or x != x else x
+
+
+def top1_on(scores: Scores, keep: torch.Tensor) -> float | None:
+    """Top-1 accuracy of ``scores`` on the queries where ``keep`` ``(n,)`` is True (None if none)."""
+    return float((scores.ranks[keep] == 0).float().mean()) if bool(keep.any()) else None
 
 
 def evaluate_iv(
@@ -400,12 +425,17 @@ def evaluate_iv(
         "few_shot": ("few_shot", None),
         "random_control": ("zero_shot", control),
     }
-    results = {}
+    results, scores = {}, {}
     for cond in progress_bar([c for c in CONDITIONS if c in conditions], desc="evaluate", progress=progress):
         style, vec = runs[cond]
         s = score_prompts(model, sets[style], vector=vec, layer=layer if vec is not None else None, scale=scale,
                           batch_size=batch_size)
-        results[cond] = _metrics(s)
+        results[cond], scores[cond] = _metrics(s), s
+    # The reference protocol: accuracy on the queries the model answers right with clean shots.
+    icl_right = scores["few_shot"].ranks == 0 if "few_shot" in scores else None
+    for cond, s in scores.items():
+        results[cond]["top1_icl_correct"] = top1_on(s, icl_right) if icl_right is not None else None
     info = {"task": task.name, "model": model.name, "seed": seed, "shots": shots, "scale": scale,
             "seconds": round(time.perf_counter() - t0, 2)}
-    return Evaluation(results, layer, len(sets["zero_shot"]), info)
+    return Evaluation(results, layer, len(sets["zero_shot"]), info,
+                      int(icl_right.sum()) if icl_right is not None else None)

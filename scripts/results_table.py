@@ -7,7 +7,9 @@
 For each task it runs exactly the two commands it prints in the table:
 ``ivkit extract MODEL TASK --out OUT/TASK --json`` and
 ``ivkit evaluate MODEL TASK --iv OUT/TASK --json``, then writes a Markdown table of the six
-accuracies, the chosen layer and scale, the top-10 heads and the seconds of each stage.
+accuracies, zero-shot + IV and shuffled + IV on the queries clean 10-shot gets right (the
+function-vectors code's protocol), the chosen layer and scale, the top-10 heads and the seconds
+of each stage.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def main() -> None:
     ap.add_argument("tasks", nargs="+")
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--out", default="runs/results")
-    ap.add_argument("--doc", default=None, help="write the Markdown table here (else print it)")
+    ap.add_argument("--doc", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--extra", default="", help="extra options for ivkit extract, e.g. '--scales 1'")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "ivkit"]
@@ -48,19 +50,26 @@ def main() -> None:
         ev = run(exe + eval_cmd)
         rows.append((task, ex, ev, "ivkit " + " ".join(extract_cmd), "ivkit " + " ".join(eval_cmd)))
         print(json.dumps({"task": task, **{k: ev[k] for k in ("zero_shot", "zero_shot_iv", "shuffled", "shuffled_iv",
-                                                             "few_shot", "random_control", "layer")},
+                                                             "few_shot", "random_control", "layer", "icl_correct",
+                                                             "n_icl_correct")},
                           "scale": ex["scale"], "timings": ex["timings"]}), flush=True)
 
     lines = [
         f"| task | zero-shot | zero-shot + IV | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
-        f"IV / 10-shot | layer | scale | n |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"IV / 10-shot | zero-shot + IV on ICL-right | shuffled + IV on ICL-right | layer | scale | n (ICL-right) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def f2(x):
+        return "-" if x is None else f"{x:.2f}"
+
     for task, ex, ev, _, _ in rows:
-        ratio = ev["zero_shot_iv"] / ev["few_shot"] if ev["few_shot"] else float("nan")
+        ratio = ev["zero_shot_iv"] / ev["few_shot"] if ev["few_shot"] else None
+        sub = ev.get("icl_correct", {})
         lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{ev['zero_shot_iv']:.2f}** | {ev['shuffled']:.2f} | "
-                     f"{ev['shuffled_iv']:.2f} | {ev['few_shot']:.2f} | {ev['random_control']:.2f} | {ratio:.2f} | "
-                     f"{ev['layer']} | {ex['scale']:g} | {ev['n']} |")
+                     f"{ev['shuffled_iv']:.2f} | {ev['few_shot']:.2f} | {ev['random_control']:.2f} | {f2(ratio)} | "
+                     f"**{f2(sub.get('zero_shot_iv'))}** | {f2(sub.get('shuffled_iv'))} | "
+                     f"{ev['layer']} | {ex['scale']:g} | {ev['n']} ({ev.get('n_icl_correct')}) |")
     lines += ["", "| task | top-10 heads (layer.head, by AIE) | seconds: load / filter+means / AIE / sweep / evaluate |",
               "|---|---|---|"]
     for task, ex, ev, _, _ in rows:

@@ -92,3 +92,36 @@ def test_scoring_can_record_the_same_head_outputs_as_head_activations(tiny_model
     s = score_prompts(tiny_model, enc, batch_size=2, record_heads=True)
     assert (s.heads - head_activations(tiny_model, enc, batch_size=3)).abs().max() <= 1e-5
     assert score_prompts(tiny_model, enc).heads is None
+
+
+def test_top1_on_a_subset_of_queries():
+    from ivkit.evaluate import Scores, top1_on
+
+    s = Scores(ranks=torch.tensor([0, 2, 0, 1]), probs=torch.zeros(4))
+    assert top1_on(s, torch.tensor([True, True, False, False])) == 0.5
+    assert top1_on(s, torch.tensor([True, False, True, False])) == 1.0
+    assert top1_on(s, torch.zeros(4, dtype=torch.bool)) is None
+
+
+def test_evaluation_reports_accuracy_on_the_queries_few_shot_gets_right(tiny_llama, iv):
+    """The reference protocol: every condition's top-1 on the queries clean few-shot answers right,
+    recomputed here from independent scoring passes."""
+    import json
+
+    from ivkit.evaluate import evaluation_prompts
+
+    kw = dict(n_prompts=8, shots=3, seed=5)
+    ev = evaluate_iv(tiny_llama, "antonym", iv, progress=False, **kw)
+    sets = evaluation_prompts(tiny_llama, "antonym", **kw)
+    fs = score_prompts(tiny_llama, sets["few_shot"])
+    right = fs.ranks == 0
+    assert ev.n_icl_correct == int(right.sum())
+    zs_iv = score_prompts(tiny_llama, sets["zero_shot"], vector=iv.vector, layer=iv.layer, scale=iv.scale)
+    want = float((zs_iv.ranks[right] == 0).float().mean()) if right.any() else None
+    got = ev.to_dict()["icl_correct"]["zero_shot_iv"]
+    assert (got is None and want is None) or got == pytest.approx(want)
+    if right.any():
+        assert ev.results["few_shot"]["top1_icl_correct"] == 1.0
+    json.loads(json.dumps(ev.to_dict(), allow_nan=False))  # strict JSON, no NaN
+    partial = evaluate_iv(tiny_llama, "antonym", iv, progress=False, conditions=("zero_shot",), **kw)
+    assert partial.n_icl_correct is None and partial.to_dict()["icl_correct"]["zero_shot"] is None

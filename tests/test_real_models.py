@@ -28,6 +28,10 @@ def test_smollm2_extract_and_evaluate(smollm2, tmp_path):
     assert ev["few_shot"] > 0.6
     assert ev["zero_shot_iv"] > ev["zero_shot"] + 0.2
     assert ev["zero_shot_iv"] > ev["random_control"] + 0.2
+    # the reference protocol: accuracy on the queries clean 10-shot answers right
+    assert ev.n_icl_correct == round(ev["few_shot"] * ev.n)
+    assert ev.results["few_shot"]["top1_icl_correct"] == 1.0
+    assert 0.0 < ev.results["zero_shot_iv"]["top1_icl_correct"] <= 1.0
     res.save(tmp_path / "iv")
     back = ivkit.InstructionVector.load(tmp_path / "iv", model=smollm2)
     assert torch.equal(back.vector, res.iv.vector)
