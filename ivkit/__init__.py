@@ -17,6 +17,7 @@ from .errors import (
     ArtifactError,
     BackendError,
     IncompatibleVectorError,
+    InputError,
     IVKitError,
     ModelLoadError,
     TaskError,
@@ -28,6 +29,7 @@ from .checkpoints import Checkpoint, CheckpointError, CheckpointSeries, fingerpr
 from .evaluate import CONDITIONS, Evaluation, LayerSweep, Scores, evaluate_iv, layer_sweep, score_prompts
 from .extract import Extraction, extract, filter_prompts
 from .finetune import FinetuneResult, finetune
+from .generation import generate, generate_ids
 from .hooks import add_to_residual, patch_head_outputs, patch_heads, perturb_head_outputs, record_head_outputs, record_residual
 from .mediation import (
     METHODS,
@@ -60,7 +62,7 @@ from .vectors import InstructionVector, head_contributions, random_like
 __all__ = [
     "__version__",
     # errors
-    "IVKitError", "ModelLoadError", "UnknownArchitectureError", "TaskError", "AnswerTokenError",
+    "IVKitError", "InputError", "ModelLoadError", "UnknownArchitectureError", "TaskError", "AnswerTokenError",
     "IncompatibleVectorError", "ArtifactError", "BackendError",
     # models
     "load_model", "IVModel", "ArchSpec", "HeadGeometry", "ARCHITECTURES", "MODEL_ALIASES", "register_architecture",
@@ -81,7 +83,7 @@ __all__ = [
     # evaluation
     "score_prompts", "Scores", "layer_sweep", "LayerSweep", "evaluate_iv", "Evaluation", "CONDITIONS",
     # pipeline
-    "extract", "Extraction", "filter_prompts",
+    "extract", "Extraction", "filter_prompts", "generate", "generate_ids",
     # checkpoints and fine-tuning
     "CheckpointSeries", "Checkpoint", "CheckpointError", "fingerprint", "track", "Tracking", "finetune",
     "FinetuneResult",

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import torch
 
 from .checkpoints import Checkpoint, CheckpointSeries
-from .errors import TaskError
+from .errors import InputError, TaskError
 from .evaluate import evaluate_iv, evaluation_prompts
 from .extract import extract, prepare_prompts
 from .hooks import record_residual
@@ -198,7 +198,7 @@ def track(
         :class:`Tracking`.
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     if not isinstance(series, CheckpointSeries):
         series = CheckpointSeries.from_dirs(list(series))
     task_list = [load_task(t) for t in ([tasks] if isinstance(tasks, (str, Task)) else tasks)]

@@ -11,6 +11,11 @@ class IVKitError(Exception):
     """Base class of every error ivkit raises on bad input."""
 
 
+class InputError(IVKitError, ValueError):
+    """An argument is out of range or of the wrong kind (a layer the model does not have, an
+    unknown metric, no prompts, ...). Also a :class:`ValueError`."""
+
+
 class ModelLoadError(IVKitError):
     """A model name, path or object could not be loaded."""
 

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .errors import InputError
 from .hooks import add_to_residual, record_head_outputs
 from .io import progress_bar
 from .models import IVModel, length_batches
@@ -95,7 +96,7 @@ def score_prompts(
         layer = vector.layer if layer is None else layer
         vector = vector.vector
     if vector is not None and layer is None:
-        raise ValueError("score_prompts: a vector needs a layer")
+        raise InputError("score_prompts: a vector needs a layer")
     g = model.geometry
     ranks = torch.empty(len(prompts), dtype=torch.long)
     probs = torch.empty(len(prompts))
@@ -291,7 +292,7 @@ def layer_sweep(
             log.warning("fast layer sweep unavailable for %s (%s); running a full pass per cell", model.model_type, e)
             used = "naive"
     elif method != "naive":
-        raise ValueError(f"unknown sweep method {method!r}; use fast or naive")
+        raise InputError(f"unknown sweep method {method!r}; use fast or naive")
     if used == "naive":
         base = score_prompts(model, prompts, batch_size=batch_size)
         b1, bp = base.accuracy(1), base.mean_prob
@@ -411,10 +412,10 @@ def evaluate_iv(
     layer = iv.layer if layer is None else layer
     scale = iv.scale if scale is None else scale
     if layer is None:
-        raise ValueError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
+        raise InputError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
-        raise ValueError(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
+        raise InputError(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
     sets = evaluation_prompts(model, task, n_prompts=n_prompts, shots=shots, seed=seed, template=template, split=split)
     control = random_like(iv, seed)
     runs = {

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .errors import AnswerTokenError, TaskError
+from .errors import AnswerTokenError, InputError, TaskError
 from .evaluate import LayerSweep, layer_sweep, score_prompts
 from .io import atomic_write_text
 from .mediation import IndirectEffects, indirect_effects, mean_head_activations
@@ -179,7 +179,7 @@ def prepare_prompts(
     ones the model gets right, and derive the corrupted trials from the next kept ones."""
     task = load_task(task)
     if style not in ("few_shot", "instruction"):
-        raise ValueError(f"clean prompts must be few_shot or instruction, got {style!r}")
+        raise InputError(f"clean prompts must be few_shot or instruction, got {style!r}")
     split = task.split(seed)
     log.info("task %s: %s", task.name, split.sizes())
     need = mean_prompts + trials
@@ -298,9 +298,9 @@ def extract(
     t0 = time.perf_counter()
     ks = [int(top_k)] if isinstance(top_k, int) else sorted({int(k) for k in top_k})
     if not ks:
-        raise ValueError("top_k needs at least one value")
+        raise InputError("top_k needs at least one value")
     if len(ks) > 1 and not sweep:
-        raise ValueError("several top_k candidates need the validation sweep to choose among them")
+        raise InputError("several top_k candidates need the validation sweep to choose among them")
     candidates = [InstructionVector.build(
         model, mean_acts, effects, k=k, post_norm=post_norm,
         task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,

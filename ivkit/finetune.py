@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import IVKitError
+from .errors import IVKitError, InputError
 from .io import atomic_write_text, progress_bar
 from .models import IVModel, load_model
 from .tasks import DEFAULT_TEMPLATE, Example, PromptTemplate, Task, load_task, make_prompt
@@ -154,7 +154,7 @@ def finetune(
     task = load_task(data)
     instruction = instruction if instruction is not None else task.instruction
     if steps < 1 or save_every < 1:
-        raise ValueError("steps and save_every must be at least 1")
+        raise InputError("steps and save_every must be at least 1")
     lr = lr if lr is not None else (1e-4 if lora else 5e-5)
     config = {"data": task.name, "data_source": task.source, "n_examples": len(task), "steps": steps,
               "save_every": save_every, "batch_size": batch_size, "lr": lr, "seed": seed, "lora": lora,

@@ -36,6 +36,7 @@ from typing import Iterator, Mapping, Sequence
 import torch
 from einops import rearrange
 
+from .errors import IncompatibleVectorError, InputError
 from .backends.base import Intervention
 from .models import IVModel
 
@@ -49,7 +50,7 @@ def _rows_and_positions(positions: Positions, batch: int, length: int, device: t
     else:
         pos = positions.to(device=device, dtype=torch.long)
         if pos.shape != (batch,):
-            raise ValueError(f"positions must be an int or a ({batch},) tensor, got shape {tuple(pos.shape)}")
+            raise InputError(f"positions must be an int or a ({batch},) tensor, got shape {tuple(pos.shape)}")
     return rows, pos
 
 
@@ -139,16 +140,22 @@ class HeadPerturbation(Intervention):
 
 
 class ResidualAddition(Intervention):
-    """Adds ``scale * vector`` to the output of block ``layer`` at ``positions``."""
+    """Adds ``scale * vector`` to the output of block ``layer`` at ``positions`` (an int or a
+    ``(B,)`` tensor, see the module docstring, or a ``slice`` of positions taken in every row)."""
 
     site = "block"
 
-    def __init__(self, layer: int, vector: torch.Tensor, scale: float = 1.0, positions: Positions = -1):
+    def __init__(self, layer: int, vector: torch.Tensor, scale: float = 1.0, positions: Positions | slice = -1):
         self.layers, self.vector, self.scale, self.positions = (layer,), vector, scale, positions
 
     def edit(self, layer: int, h: torch.Tensor) -> torch.Tensor:
+        add = self.scale * self.vector.to(device=h.device, dtype=h.dtype)
+        if isinstance(self.positions, slice):
+            out = h.clone()
+            out[:, self.positions] = out[:, self.positions] + (add[:, None] if add.dim() == 2 else add)
+            return out
         rows, pos = _rows_and_positions(self.positions, h.shape[0], h.shape[1], h.device)
-        return h.index_put((rows, pos), h[rows, pos] + self.scale * self.vector.to(device=h.device, dtype=h.dtype))
+        return h.index_put((rows, pos), h[rows, pos] + add)
 
 
 class ResidualRecord(Intervention):
@@ -245,21 +252,25 @@ def perturb_head_outputs(model: IVModel, *, positions: Positions = -1) -> Iterat
 
 @contextmanager
 def add_to_residual(
-    model: IVModel, layer: int, vector: torch.Tensor, *, scale: float = 1.0, positions: Positions = -1
+    model: IVModel, layer: int, vector: torch.Tensor, *, scale: float = 1.0, positions: Positions | slice = -1
 ) -> Iterator[None]:
     """Add ``scale * vector`` to the output of decoder block ``layer`` at ``positions``.
 
     Args:
         vector: ``(d_model,)``, or ``(B, d_model)`` for one vector per row.
         layer: block index, ``0 <= layer < n_layers``.
+        positions: an int or a ``(B,)`` tensor (see the module docstring), or a ``slice`` of
+            positions taken in every row (e.g. ``slice(-3, None)``: the last three).
 
     Works whether the block returns a tensor (transformers 5) or a tuple.
     """
     g = model.geometry
     if not 0 <= layer < g.n_layers:
-        raise ValueError(f"layer {layer} is out of range: the model has layers 0..{g.n_layers - 1}")
+        raise InputError(f"layer {layer} is out of range: the model has layers 0..{g.n_layers - 1}")
     if vector.shape[-1] != g.d_model:
-        raise ValueError(f"vector has width {vector.shape[-1]} but the model's d_model is {g.d_model}")
+        raise IncompatibleVectorError(
+            f"the vector has width {vector.shape[-1]} but {model.name}'s d_model is {g.d_model}: it comes from "
+            f"another model. Extract or load a vector made on this model")
     with attached(model, ResidualAddition(layer, vector, scale, positions)):
         yield
 

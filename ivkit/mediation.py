@@ -39,7 +39,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .errors import ArtifactError, IncompatibleVectorError
+from .errors import ArtifactError, IncompatibleVectorError, InputError
 from .hooks import patch_head_outputs, record_head_outputs
 from .attribution import attribution_effects
 from .fast import fast_effects
@@ -85,7 +85,7 @@ def mean_head_activations(model: IVModel, prompts: EncodedPrompts, *, batch_size
     Batched with left padding; equal to batch size 1 within float32 rounding.
     """
     if len(prompts) == 0:
-        raise ValueError("mean_head_activations needs at least one prompt")
+        raise InputError("mean_head_activations needs at least one prompt")
     return head_activations(model, prompts, batch_size=batch_size, progress=progress).mean(0)
 
 
@@ -208,7 +208,7 @@ class MetricInputs:
 
 def prepare_metric_inputs(prompts: EncodedPrompts, metric: str) -> list[MetricInputs]:
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
+        raise InputError(f"unknown metric {metric!r}; use one of {METRICS}")
     out = []
     for ids, ans, first in zip(prompts.input_ids, prompts.answer_ids, prompts.first_token.tolist()):
         seq = list(ids) + ([] if metric in FIRST_TOKEN_METRICS else list(ans))
@@ -318,7 +318,7 @@ def resolve_method(model: IVModel, method: str | None) -> str:
             log.info("backend %s: indirect effects use method='naive' (the exact 'fast' engine needs the "
                      "Hugging Face modules here: backend='torch', or a local nnsight model)", model.backend.name)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
+        raise InputError(f"unknown method {method!r}; available: {', '.join(METHODS)}")
     if method == "fast" and not model.backend.supports_fast:
         raise BackendError(
             f"method='fast' re-runs the Hugging Face blocks with ivkit's own attention, so it needs them on "
@@ -363,9 +363,9 @@ def indirect_effects(
     """
     method = resolve_method(model, method)
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; use one of {METRICS}")
+        raise InputError(f"unknown metric {metric!r}; use one of {METRICS}")
     if len(corrupted) == 0:
-        raise ValueError("indirect_effects needs at least one corrupted prompt")
+        raise InputError("indirect_effects needs at least one corrupted prompt")
     check_mean_activations(model, mean_acts)
     items = prepare_metric_inputs(corrupted, metric)
     t0 = time.perf_counter()

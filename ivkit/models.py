@@ -36,7 +36,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .errors import ModelLoadError, UnknownArchitectureError
+from .errors import InputError, ModelLoadError, UnknownArchitectureError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def register_architecture(model_type: str, spec: ArchSpec, *, overwrite: bool = 
                                     final_norm="model.norm"))
     """
     if model_type in ARCHITECTURES and not overwrite:
-        raise ValueError(f"architecture {model_type!r} is already registered; pass overwrite=True")
+        raise InputError(f"architecture {model_type!r} is already registered; pass overwrite=True")
     ARCHITECTURES[model_type] = spec
 
 
@@ -301,10 +301,10 @@ class IVModel:
     def make_batch(self, sequences: Sequence[Sequence[int]]) -> Batch:
         """Left-pad token sequences into a :class:`Batch` on the model's device."""
         if not sequences:
-            raise ValueError("make_batch got no sequences")
+            raise InputError("make_batch got no sequences")
         lengths = [len(s) for s in sequences]
         if min(lengths) == 0:
-            raise ValueError("make_batch got an empty token sequence")
+            raise InputError("make_batch got an empty token sequence")
         width = max(lengths)
         ids = torch.full((len(sequences), width), self.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -632,6 +632,6 @@ def _remote_model(ref: str, tokenizer: Any, *, name: str) -> IVModel:
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (less padding), in a fixed order."""
     if batch_size < 1:
-        raise ValueError("batch_size must be at least 1")
+        raise InputError("batch_size must be at least 1")
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]

@@ -134,7 +134,9 @@ def plot_heads_over_checkpoints(tracking: Any, task: str):
 
     recs = [r for r in tracking.records if r["task"] == task and r.get("aie") is not None]
     if not recs:
-        raise ValueError("per-checkpoint AIE exists only in mode='rerank'")
+        from .errors import InputError
+
+        raise InputError("per-checkpoint AIE exists only in mode='rerank'")
     lim = max(abs(v) for r in recs for row in r["aie"] for v in row) or 1.0
     fig = go.Figure()
     for i, r in enumerate(recs):

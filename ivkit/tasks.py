@@ -32,7 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .errors import AnswerTokenError, TaskError
+from .errors import AnswerTokenError, InputError, TaskError
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ def make_prompt(
         rng: needed by ``shuffled``.
     """
     if style not in PROMPT_STYLES:
-        raise ValueError(f"unknown prompt style {style!r}; use one of {PROMPT_STYLES}")
+        raise InputError(f"unknown prompt style {style!r}; use one of {PROMPT_STYLES}")
     answer = template.answer.format(output=query.output)
     q = template.query.format(input=query.input)
     if style == "zero_shot":
@@ -319,11 +319,11 @@ def make_prompt(
         return Prompt(template.instruction.format(instruction=instruction) + q, answer, query, (), style)
     if style in ("few_shot", "shuffled"):
         if not demos:
-            raise ValueError(f"the {style} style needs demonstrations")
+            raise InputError(f"the {style} style needs demonstrations")
         shown = tuple(demos)
         if style == "shuffled":
             if rng is None:
-                raise ValueError("the shuffled style needs rng=np.random.default_rng(seed)")
+                raise InputError("the shuffled style needs rng=np.random.default_rng(seed)")
             shown = _shuffled_labels(shown, rng)
         return Prompt("".join(template.demo(d) for d in shown) + q, answer, query, shown, style)
     # chat

@@ -42,7 +42,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from .errors import ArtifactError, IncompatibleVectorError
+from .errors import ArtifactError, IncompatibleVectorError, InputError
 from .hooks import Positions, add_to_residual
 from .io import atomic_save_safetensors, atomic_write_text
 from .mediation import IndirectEffects, check_mean_activations
@@ -75,7 +75,7 @@ def head_contributions(model: IVModel, mean_acts: torch.Tensor, heads: Sequence[
         ``(len(heads), d_model)``.
     """
     if post_norm not in POST_NORM_MODES:
-        raise ValueError(f"post_norm must be one of {POST_NORM_MODES}, got {post_norm!r}")
+        raise InputError(f"post_norm must be one of {POST_NORM_MODES}, got {post_norm!r}")
     check_mean_activations(model, mean_acts)
     g = model.geometry
     dev, dt = model.device, model.dtype
@@ -169,14 +169,14 @@ class InstructionVector:
         g = model.geometry
         if heads is None:
             if effects is None:
-                raise ValueError("pass effects (to take the top-k heads) or heads")
+                raise InputError("pass effects (to take the top-k heads) or heads")
             ie = effects if isinstance(effects, IndirectEffects) else IndirectEffects(
                 effects, effects[None], torch.zeros(1), "given", "prob", 0.0)
             if tuple(ie.aie.shape) != (g.n_layers, g.n_heads):
                 raise IncompatibleVectorError(
                     f"AIE has shape {tuple(ie.aie.shape)} but {model.name} has ({g.n_layers}, {g.n_heads}) heads")
             if not 1 <= k <= g.n_total_heads:
-                raise ValueError(f"k must be in 1..{g.n_total_heads}, got {k}")
+                raise InputError(f"k must be in 1..{g.n_total_heads}, got {k}")
             top = ie.top_heads(k)
             heads = [(l, h) for l, h, _ in top]
             aie = [a for _, _, a in top]
@@ -186,7 +186,7 @@ class InstructionVector:
             heads = [(int(l), int(h)) for l, h in heads]
             for l, h in heads:
                 if not (0 <= l < g.n_layers and 0 <= h < g.n_heads):
-                    raise ValueError(f"head ({l}, {h}) is outside the model's {g.n_layers} x {g.n_heads} heads")
+                    raise InputError(f"head ({l}, {h}) is outside the model's {g.n_layers} x {g.n_heads} heads")
             aie_src = effects.aie if isinstance(effects, IndirectEffects) else effects
             aie = [float(aie_src[l, h]) if aie_src is not None else float("nan") for l, h in heads]
         contrib = head_contributions(model, mean_acts, heads, post_norm=post_norm)
@@ -266,7 +266,7 @@ class InstructionVector:
         layer = self.layer if layer is None else layer
         scale = self.scale if scale is None else scale
         if layer is None:
-            raise ValueError("this IV has no injection layer yet: pass layer=..., or choose one with "
+            raise InputError("this IV has no injection layer yet: pass layer=..., or choose one with "
                              "ivkit.layer_sweep")
         with add_to_residual(model, layer, self.vector, scale=scale, positions=positions):
             yield

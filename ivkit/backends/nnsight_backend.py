@@ -44,6 +44,9 @@ Gotchas
   every pass a trace; pass ``method="naive"`` locally too to make every pass a trace.
   ``method="attribution"`` works locally (gradients flow through the real tensors), not remotely.
 * Traces of one model must not run from two threads at once.
+* While an ivkit intervention is attached, a direct call of the Hugging Face model (for example
+  ``model.model.generate`` inside ``iv.apply``) raises :class:`~ivkit.errors.BackendError`:
+  outside a trace it would silently ignore the intervention. Use :func:`ivkit.generate`.
 """
 
 from __future__ import annotations
@@ -98,6 +101,8 @@ class NNsightBackend(Backend):
         self.nn_model = nn_model
         self.remote = remote
         self._active: list[Intervention] = []
+        self._guard: Any = None      # the pre-hook that refuses direct calls while interventions are attached
+        self._in_trace = False
 
     @property
     def supports_grad(self) -> bool:  # type: ignore[override]
@@ -116,13 +121,29 @@ class NNsightBackend(Backend):
         if intervention.site not in ("heads", "block"):
             raise ValueError(f"unknown intervention site {intervention.site!r}")
         self._active.append(intervention)
+        if self._guard is None and self.remote is False:
+            self._guard = model.model.register_forward_pre_hook(self._refuse_direct_call)
 
         def detach() -> None:
             for i, iv in enumerate(self._active):
                 if iv is intervention:
                     del self._active[i]
-                    return
+                    break
+            if not self._active and self._guard is not None:
+                self._guard.remove()
+                self._guard = None
         return detach
+
+    def _refuse_direct_call(self, module: Any, args: Any) -> None:
+        """Interventions act only inside :meth:`forward`'s trace: a direct call of the Hugging Face
+        model (``model.model.generate(...)`` under ``iv.apply``, say) would silently ignore them."""
+        if not self._in_trace:
+            raise BackendError(
+                "an ivkit intervention (an IV, a patch or a recording) is attached through the nnsight backend, "
+                "which applies it only inside ivkit's own forward passes (nnsight traces), but the Hugging Face "
+                "model was called directly, so it would be ignored. Generate with ivkit.generate(model, prompts, "
+                "iv=iv), run passes with model.forward(batch), or load the model with backend='torch'"
+            )
 
     def _site(self, model: "IVModel", site: str, layer: int) -> Any:
         block = _envoy(self.nn_model, model.spec.layers)[layer]
@@ -140,6 +161,13 @@ class NNsightBackend(Backend):
         inputs = dict(input_ids=batch.input_ids.cpu(), attention_mask=batch.attention_mask.cpu(),
                       position_ids=batch.position_ids.cpu())
         remote = self.remote
+        self._in_trace = True
+        try:
+            return self._traced_forward(model, plan, inputs, logits_to_keep, remote, nnsight)
+        finally:
+            self._in_trace = False
+
+    def _traced_forward(self, model, plan, inputs, logits_to_keep, remote, nnsight) -> torch.Tensor:
         with self.nn_model.trace(logits_to_keep=logits_to_keep, use_cache=False, remote=remote) as tracer:
             with tracer.invoke(**inputs):  # one batched invoke: ivkit's rows, already left-padded
                 reads = nnsight.save([])
