@@ -171,8 +171,9 @@ def evaluate_cmd(
     sweep: bool = typer.Option(False, "--sweep", help="re-choose layer and scale by a sweep on the validation split"),
     scales: str = typer.Option("1,2,3,4", help="multipliers tried by --sweep"),
     prompts: int = typer.Option(100, help="at most this many test queries"),
-    shots: int = typer.Option(10, help="demonstrations in the few-shot conditions"),
-    seed: int = typer.Option(0, help="seed for the split, prompts, shuffles and the random control"),
+    shots: Optional[int] = typer.Option(None, help="demonstrations in the few-shot conditions (default: the IV's)"),
+    seed: Optional[int] = typer.Option(None, help="seed for the split, prompts, shuffles and the random control "
+                                                  "(default: the IV's, so the test split is disjoint from its own)"),
     scale: Optional[float] = typer.Option(None, help="multiply the vector by this (default: the scale in iv.json)"),
     batch_size: int = typer.Option(16, "--batch-size"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
@@ -190,13 +191,17 @@ def evaluate_cmd(
     ivm, _ = _load(model, backend, _remote(remote))
     vec.check_compatible(ivm)
     t = load_task(task)
+    from .evaluate import iv_protocol
+
+    seed, shots, template = iv_protocol(vec, t, seed=seed, shots=shots)
     if sweep:
         split = t.split(seed)
-        val = encode_prompts(ivm, sample_prompts(split.valid, style="zero_shot", n=prompts, seed=seed, stream=3))
+        val = encode_prompts(ivm, sample_prompts(split.valid, style="zero_shot", n=prompts, seed=seed, stream=3,
+                                                 template=template))
         sw = layer_sweep(ivm, vec, val, scales=[scale] if scale is not None else _floats(scales), progress=not quiet)
         layer, scale = sw.best_layer, sw.best_scale
     ev = evaluate_iv(ivm, t, vec, layer=layer, n_prompts=prompts, shots=shots, seed=seed, scale=scale,
-                     batch_size=batch_size, progress=not quiet)
+                     template=template, batch_size=batch_size, progress=not quiet)
     if as_json:
         typer.echo(json.dumps(ev.to_dict()))
     else:

@@ -367,6 +367,28 @@ def evaluation_prompts(model: IVModel, task: Task | str, *, n_prompts: int = 100
     return {style: enc.subset([i for i, p in enumerate(enc.prompts) if p.query in keep]) for style, enc in sets.items()}
 
 
+def iv_protocol(iv: InstructionVector, task: Task, *, seed: int | None = None, shots: int | None = None,
+                template: PromptTemplate | None = None) -> tuple[int, int, PromptTemplate]:
+    """The seed, shots and template to evaluate ``iv`` with: the given ones, else those it was
+    extracted with (``iv.json``), else the defaults (0, 10, ``Q:/A:``). Warns when a given seed
+    differs from the IV's on the IV's own task: that seed's test split may overlap the queries the
+    IV was built and its layer chosen on."""
+    meta = iv.meta
+    own = meta.get("seed")
+    if seed is None:
+        seed = int(own) if own is not None else 0
+    elif own is not None and int(own) != int(seed) and meta.get("task") == task.name:
+        log.warning("evaluating with seed %d, but the IV was extracted with seed %d: the test split of seed %d "
+                    "may share queries with the training and validation splits the IV was built and its layer "
+                    "chosen on. Leave the seed out to use the IV's", seed, int(own), seed)
+    if shots is None:
+        shots = int(meta.get("shots") or 10)
+    if template is None:
+        template = PromptTemplate.from_dict(meta["template"]) if isinstance(meta.get("template"), dict) \
+            else DEFAULT_TEMPLATE
+    return seed, shots, template
+
+
 def _metrics(s: Scores) -> dict[str, float]:
     return {"top1": s.accuracy(1), "top2": s.accuracy(2), "top3": s.accuracy(3), "mean_prob": s.mean_prob}
 
@@ -387,10 +409,10 @@ def evaluate_iv(
     *,
     layer: int | None = None,
     n_prompts: int = 100,
-    shots: int = 10,
-    seed: int = 0,
+    shots: int | None = None,
+    seed: int | None = None,
     scale: float | None = None,
-    template: PromptTemplate = DEFAULT_TEMPLATE,
+    template: PromptTemplate | None = None,
     split: TaskSplit | None = None,
     batch_size: int = 16,
     progress: bool = True,
@@ -403,12 +425,17 @@ def evaluate_iv(
         task: the task (its seeded split gives the test queries and the demonstrations).
         iv: the instruction vector; ``layer`` and ``scale`` default to the ones it carries.
         n_prompts: at most this many test queries.
+        shots: demonstrations in the few-shot conditions; default: the IV's (10).
         seed: seeds the split, the query order, the demonstrations, the shuffles and the random
-            control, so the same seed gives the same numbers.
+            control, so the same seed gives the same numbers. Default: the seed the IV was
+            extracted with, so that the test split is disjoint from the queries it was built
+            and its layer chosen on; another seed logs a warning.
+        template: the prompt template; default: the IV's.
     """
     t0 = time.perf_counter()
     task = load_task(task)
     iv.check_compatible(model)
+    seed, shots, template = iv_protocol(iv, task, seed=seed, shots=shots, template=template)
     layer = iv.layer if layer is None else layer
     scale = iv.scale if scale is None else scale
     if layer is None:

@@ -125,3 +125,28 @@ def test_evaluation_reports_accuracy_on_the_queries_few_shot_gets_right(tiny_lla
     json.loads(json.dumps(ev.to_dict(), allow_nan=False))  # strict JSON, no NaN
     partial = evaluate_iv(tiny_llama, "antonym", iv, progress=False, conditions=("zero_shot",), **kw)
     assert partial.n_icl_correct is None and partial.to_dict()["icl_correct"]["zero_shot"] is None
+
+
+def test_evaluation_defaults_to_the_ivs_own_seed_shots_and_template(tiny_llama, iv, caplog):
+    """Evaluating with another seed than the extraction's could put its training or validation
+    queries in the test split: the IV's own protocol is the default, and a different seed warns."""
+    import copy
+    import logging
+
+    from ivkit import PromptTemplate
+
+    own = copy.copy(iv)
+    tpl = PromptTemplate(query="Input: {input}\nOutput:", name="io")
+    own.meta = {**iv.meta, "seed": 6, "shots": 2, "template": tpl.to_dict()}
+    kw = dict(n_prompts=8, progress=False)
+    implicit = evaluate_iv(tiny_llama, "antonym", own, **kw)
+    explicit = evaluate_iv(tiny_llama, "antonym", own, seed=6, shots=2, template=tpl, **kw)
+    assert implicit.results == explicit.results
+    assert implicit.info["seed"] == 6 and implicit.info["shots"] == 2
+    from ivkit import DEFAULT_TEMPLATE
+
+    other = evaluate_iv(tiny_llama, "antonym", own, template=DEFAULT_TEMPLATE, **kw)
+    assert implicit.results != other.results  # the IV's template was used
+    with caplog.at_level(logging.WARNING, logger="ivkit.evaluate"):
+        evaluate_iv(tiny_llama, "antonym", own, seed=0, conditions=("zero_shot",), **kw)
+    assert "extracted with seed 6" in caplog.text
