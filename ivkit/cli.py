@@ -101,7 +101,11 @@ def _extract(model_obj, task: str, out: Path, *, layer: Optional[int], quiet: bo
              sweep: bool = True, scales: str = "1,2,3,4", max_memory_mb: float = 1024.0, **options: Any):
     """Run :func:`ivkit.extract` with the CLI's options, record the load time, save to ``out``."""
     from . import extract
+    from .errors import InputError
 
+    n_layers = model_obj.geometry.n_layers
+    if layer is not None and not 0 <= layer < n_layers:
+        raise InputError(f"--layer {layer} is out of range: {model_obj.name} has layers 0..{n_layers - 1}")
     if options.get("method") in (None, "fast") and model_obj.backend.supports_fast:
         options["max_memory_mb"] = max_memory_mb
     res = extract(model_obj, task, sweep=sweep and layer is None, scales=_floats(scales), progress=not quiet,
@@ -143,11 +147,13 @@ def extract_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info logs"),
 ):
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
+    ks, remote_mode = _ints(top_k), _remote(remote)  # parse the options before the (slow) load
+    _floats(scales)
     _setup(quiet)
-    ivm, load_s = _load(model, backend, _remote(remote))
+    ivm, load_s = _load(model, backend, remote_mode)
     res = _extract(ivm, task, out, layer=layer, quiet=quiet, load_seconds=load_s, sweep=sweep, scales=scales,
                    max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials,
-                   top_k=_ints(top_k), seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
+                   top_k=ks, seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
                    post_norm=post_norm, filter_correct=filter_correct)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
                "scale": res.iv.scale,
@@ -355,9 +361,9 @@ def main() -> None:
         typer.echo("ivkit: interrupted", err=True)
         sys.exit(130)
     except Exception as e:  # click usage errors and anything unexpected: one line, no traceback
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+        # Usage errors: typer ships its own copy of click, whose exceptions are not click's, so
+        # recognise them by what they do (show() prints usage + message; exit_code is 2).
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         if debug:

@@ -268,6 +268,8 @@ def extract(
         batch_size: prompts per forward pass.
     """
     task = load_task(task)
+    ks = _check_options(model, top_k=top_k, method=method, metric=metric, style=style, post_norm=post_norm,
+                        sweep=sweep, scales=scales, shots=shots, mean_prompts=mean_prompts, trials=trials)
     timings: dict[str, float] = {}
 
     # 1-2. Clean prompts from training queries, filtered to the ones the model gets right.
@@ -296,11 +298,6 @@ def extract(
 
     # 5. The vector (one per candidate k).
     t0 = time.perf_counter()
-    ks = [int(top_k)] if isinstance(top_k, int) else sorted({int(k) for k in top_k})
-    if not ks:
-        raise InputError("top_k needs at least one value")
-    if len(ks) > 1 and not sweep:
-        raise InputError("several top_k candidates need the validation sweep to choose among them")
     candidates = [InstructionVector.build(
         model, mean_acts, effects, k=k, post_norm=post_norm,
         task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
@@ -328,6 +325,38 @@ def extract(
                                       "criterion": "top-1 accuracy, then mean answer probability, then the smaller k"}
         timings["layer_sweep"] = time.perf_counter() - t0
     return Extraction(iv, effects, sw, timings, fstats, prompts)
+
+
+def _check_options(model: IVModel, *, top_k, method, metric, style, post_norm, sweep, scales, shots,
+                   mean_prompts, trials) -> list[int]:
+    """Every argument of :func:`extract` checked before any forward pass, so that a typo costs
+    nothing; returns the sorted ``top_k`` candidates."""
+    from .mediation import METRICS, resolve_method
+    from .vectors import POST_NORM_MODES, check_weights_local
+
+    ks = [int(top_k)] if isinstance(top_k, int) else sorted({int(k) for k in top_k})
+    n = model.geometry.n_total_heads
+    if not ks:
+        raise InputError("top_k needs at least one value")
+    if ks[0] < 1 or ks[-1] > n:
+        raise InputError(f"top_k must be in 1..{n} (the model's heads), got {ks if len(ks) > 1 else ks[0]}")
+    if len(ks) > 1 and not sweep:
+        raise InputError("several top_k candidates need the validation sweep to choose among them")
+    if metric not in METRICS:
+        raise InputError(f"unknown metric {metric!r}; use one of {METRICS}")
+    if style not in ("few_shot", "instruction"):
+        raise InputError(f"clean prompts must be few_shot or instruction, got {style!r}")
+    if post_norm not in POST_NORM_MODES:
+        raise InputError(f"post_norm must be one of {POST_NORM_MODES}, got {post_norm!r}")
+    if sweep and (not list(scales) or not all(np.isfinite(float(x)) for x in scales)):
+        raise InputError(f"the sweep needs at least one finite scale, got {list(scales)}")
+    for name, value, low in (("shots", shots, 0 if style == "instruction" else 1), ("mean_prompts", mean_prompts, 1),
+                             ("trials", trials, 1)):
+        if int(value) < low:
+            raise InputError(f"{name} must be at least {low}, got {value}")
+    resolve_method(model, method)      # the backend can run it
+    check_weights_local(model)         # building the IV needs W_O here (not on NDIF)
+    return ks
 
 
 def _best_prob(sw: LayerSweep) -> float:

@@ -81,16 +81,9 @@ def head_contributions(model: IVModel, mean_acts: torch.Tensor, heads: Sequence[
     dev, dt = model.device, model.dtype
     width = g.n_heads * g.d_head
     out = torch.zeros(len(heads), g.d_model)
+    check_weights_local(model)
     for i, (layer, head) in enumerate(heads):
         proj = model.attn_out_proj(layer)
-        if any(p.device.type == "meta" for p in proj.parameters()):
-            from .errors import BackendError
-
-            raise BackendError(
-                f"the weights of {model.name} are not on this machine (remote model), and building an IV "
-                f"projects head means through W_O. Load W_O locally: ivkit.load_model(name) without remote, "
-                f"or run extract locally on a smaller model; the heads and their AIE are still in the effects"
-            )
         zero = proj(torch.zeros(1, width, device=dev, dtype=dt))
         z = torch.zeros(1, width, device=dev, dtype=dt)
         z[0, head * g.d_head:(head + 1) * g.d_head] = mean_acts[layer, head].to(dev, dt)
@@ -101,6 +94,18 @@ def head_contributions(model: IVModel, mean_acts: torch.Tensor, heads: Sequence[
             contrib = _linearized_norm(norm, contrib, full)
         out[i] = contrib[0].float().cpu()
     return out
+
+
+def check_weights_local(model: IVModel) -> None:
+    """Raise :class:`~ivkit.errors.BackendError` if ``W_O`` is not on this machine (a remote model)."""
+    if any(p.device.type == "meta" for p in model.attn_out_proj(0).parameters()):
+        from .errors import BackendError
+
+        raise BackendError(
+            f"the weights of {model.name} are not on this machine (remote model), and building an IV "
+            f"projects head means through W_O. Rank heads remotely with ivkit.mean_head_activations and "
+            f"ivkit.indirect_effects (and save the effects), or load the model locally to build the IV"
+        )
 
 
 def _rms(x: torch.Tensor, eps: float) -> torch.Tensor:

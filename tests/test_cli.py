@@ -92,9 +92,14 @@ def test_tasks_lists_builtins():
     assert "antonym" in proc.stdout and "Give the opposite of the word." in proc.stdout
 
 
-def test_usage_error_exits_nonzero():
+def test_usage_errors_exit_2_with_a_usage_message():
     proc = run("extract")
-    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "Usage:" in proc.stderr and "Missing argument" in proc.stderr
+    proc = run("extract", "m", "t", "--out", "x", "--top-k", "abc")  # parsed before any model is loaded
+    assert proc.returncode == 2 and "expected an integer" in proc.stderr and "could not load" not in proc.stderr
+    proc = run("evaluate", "m", "t")  # --iv missing
+    assert proc.returncode == 2 and "--iv" in proc.stderr
 
 
 def test_finetune_then_compare(tmp_path, tiny_llama_dir, extracted):
@@ -118,15 +123,21 @@ def test_finetune_then_compare(tmp_path, tiny_llama_dir, extracted):
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
-@pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
-def test_extract_backend_gives_the_same_indirect_effects(backend, extracted, tiny_llama_dir, tmp_path):
+@pytest.mark.parametrize("backend, method, expected", [
+    ("transformer-lens", None, "naive"),   # the default through a bridge
+    ("nnsight", None, "fast"),             # the default on a local nnsight model
+    ("nnsight", "naive", "naive"),         # every pass an nnsight trace
+])
+def test_extract_backend_gives_the_same_indirect_effects(backend, method, expected, extracted, tiny_llama_dir,
+                                                         tmp_path):
     """``--backend X`` runs the whole extraction through X; the AIE matches the torch run."""
     torch_out, task, _ = extracted
     out = tmp_path / backend
+    opts = ["--method", method] if method else []
     proc = run("extract", tiny_llama_dir, task, "--out", out, "--shots", 3, "--mean-prompts", 5, "--trials", 2,
-               "--top-k", 3, "--seed", 1, "--no-filter", "--json", "--backend", backend, check=True)
+               "--top-k", 3, "--seed", 1, "--no-filter", "--json", "--backend", backend, *opts, check=True)
     summary = json.loads(proc.stdout)
-    assert summary["backend"] == backend and summary["method"] == "naive"  # the default off torch
+    assert summary["backend"] == backend and summary["method"] == expected
     ours = json.loads((out / "indirect_effects.json").read_text())
     ref = json.loads((torch_out / "indirect_effects.json").read_text())
     assert ours["info"]["backend"] == backend and ref["info"]["backend"] == "torch"

@@ -69,3 +69,29 @@ def test_top_k_candidates_are_chosen_on_the_validation_split(tiny_llama, task_fi
     assert torch.equal(single.iv.vector, res.iv.vector) and single.iv.layer == res.iv.layer
     with pytest.raises(ValueError, match="need the validation sweep"):
         extract(tiny_llama, str(task_file), top_k=(2, 5), sweep=False, **kw)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(top_k=0), "top_k must be in 1..12"),
+    (dict(top_k=13), "top_k must be in 1..12"),
+    (dict(top_k=(3, 5), sweep=False), "several top_k candidates"),
+    (dict(metric="acc"), "unknown metric 'acc'"),
+    (dict(method="fastest"), "unknown method 'fastest'"),
+    (dict(style="zero_shot"), "few_shot or instruction"),
+    (dict(post_norm="folded"), "post_norm must be one of"),
+    (dict(scales=()), "at least one finite scale"),
+    (dict(trials=0), "trials must be at least 1"),
+    (dict(mean_prompts=0), "mean_prompts must be at least 1"),
+    (dict(shots=0), "shots must be at least 1"),
+])
+def test_bad_options_fail_before_any_forward_pass(tiny_llama, task_file, monkeypatch, bad, match):
+    from ivkit import InputError
+
+    def no_pass(*a, **k):
+        raise AssertionError("a forward pass ran before the options were checked")
+
+    monkeypatch.setattr(tiny_llama.backend, "forward", no_pass)
+    monkeypatch.setattr(tiny_llama.model, "forward", no_pass)
+    kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False)
+    with pytest.raises(InputError, match=match):
+        extract(tiny_llama, str(task_file), **{**kw, **bad})
