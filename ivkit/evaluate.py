@@ -76,7 +76,7 @@ def score_prompts(
     *,
     vector: torch.Tensor | InstructionVector | None = None,
     layer: int | None = None,
-    scale: float = 1.0,
+    scale: float | None = None,
     batch_size: int = 16,
     progress: bool = False,
     desc: str = "scoring",
@@ -88,13 +88,16 @@ def score_prompts(
         vector: optional ``(d_model,)`` vector (or IV) added after block ``layer`` at the last token,
             times ``scale``.
         layer: required with a plain vector; an IV's own layer otherwise.
+        scale: the multiplier; default: an IV's own scale, 1 for a plain vector.
         record_heads: also return every head's last-token output (the same pass; used by the
             extraction filter so that the mean activations cost nothing extra).
     """
     if isinstance(vector, InstructionVector):
         vector.check_compatible(model)
         layer = vector.layer if layer is None else layer
+        scale = vector.scale if scale is None else scale
         vector = vector.vector
+    scale = 1.0 if scale is None else scale
     if vector is not None and layer is None:
         raise InputError("score_prompts: a vector needs a layer")
     g = model.geometry

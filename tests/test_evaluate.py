@@ -150,3 +150,15 @@ def test_evaluation_defaults_to_the_ivs_own_seed_shots_and_template(tiny_llama, 
     with caplog.at_level(logging.WARNING, logger="ivkit.evaluate"):
         evaluate_iv(tiny_llama, "antonym", own, seed=0, conditions=("zero_shot",), **kw)
     assert "extracted with seed 6" in caplog.text
+
+
+def test_scoring_with_an_iv_uses_its_layer_and_scale(tiny_llama, iv):
+    import copy
+
+    enc = prompts_of_mixed_lengths(tiny_llama, n=4, style="zero_shot")
+    scaled = copy.copy(iv)
+    scaled.layer, scaled.scale = 2, 3.0
+    a = score_prompts(tiny_llama, enc, vector=scaled)
+    b = score_prompts(tiny_llama, enc, vector=iv.vector, layer=2, scale=3.0)
+    assert torch.equal(a.probs, b.probs)
+    assert not torch.equal(a.probs, score_prompts(tiny_llama, enc, vector=iv.vector, layer=2).probs)  # scale 1
