@@ -288,6 +288,8 @@ class InstructionVector:
         atomic_save_safetensors(directory / "iv.safetensors", tensors, metadata={"format": FORMAT})
         sidecar = {
             "format": FORMAT,
+            # ties the sidecar to this tensor file: a pair from two different saves is refused on load
+            "tensors_sha256": _sha256(directory / "iv.safetensors"),
             "layer": self.layer,
             "scale": self.scale,
             "k": self.k,
@@ -313,8 +315,9 @@ class InstructionVector:
             sidecar = json.loads(js.read_text())
         except json.JSONDecodeError as e:
             raise ArtifactError(f"{js} is not valid JSON ({e})") from None
-        if sidecar.get("format") != FORMAT:
-            raise ArtifactError(f"{js} has format {sidecar.get('format')!r}, expected {FORMAT!r}")
+        if not isinstance(sidecar, dict) or sidecar.get("format") != FORMAT:
+            got = sidecar.get("format") if isinstance(sidecar, dict) else type(sidecar).__name__
+            raise ArtifactError(f"{js} has format {got!r}, expected {FORMAT!r}")
         try:
             tensors = load_file(str(st))
         except (SafetensorError, OSError, ValueError) as e:
@@ -322,17 +325,35 @@ class InstructionVector:
         missing = {"vector", "head_means", "head_contributions"} - set(tensors)
         if missing:
             raise ArtifactError(f"{st} lacks the tensors {sorted(missing)}")
-        heads = [(int(h["layer"]), int(h["head"])) for h in sidecar["heads"]]
+        digest = sidecar.get("tensors_sha256")
+        if digest is not None and digest != _sha256(st):
+            raise ArtifactError(
+                f"{st} is not the tensor file {js} was written with (an interrupted or concurrent save): "
+                f"re-run ivkit extract into {directory}")
+        try:
+            heads = [(int(h["layer"]), int(h["head"])) for h in sidecar["heads"]]
+            aies = [_nan(h.get("aie")) for h in sidecar["heads"]]
+            layer = None if sidecar.get("layer") is None else int(sidecar["layer"])
+            scale = float(sidecar.get("scale", 1.0))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ArtifactError(f"{js} is malformed ({type(e).__name__}: {e}): it needs a 'heads' list of "
+                                f"{{layer, head, aie}}; re-run ivkit extract") from None
         if tensors["head_means"].shape[0] != len(heads):
             raise ArtifactError(f"{directory}: iv.json lists {len(heads)} heads but the tensors hold "
                                 f"{tensors['head_means'].shape[0]}")
-        meta = {k: v for k, v in sidecar.items() if k not in {"format", "layer", "scale", "k", "heads", "norm"}}
-        iv = cls(tensors["vector"], heads, [_nan(h.get("aie")) for h in sidecar["heads"]], tensors["head_means"],
-                 tensors["head_contributions"], tensors.get("mean_activations"), sidecar.get("layer"), meta,
-                 float(sidecar.get("scale", 1.0)))
+        meta = {k: v for k, v in sidecar.items()
+                if k not in {"format", "layer", "scale", "k", "heads", "norm", "tensors_sha256"}}
+        iv = cls(tensors["vector"], heads, aies, tensors["head_means"], tensors["head_contributions"],
+                 tensors.get("mean_activations"), layer, meta, scale)
         if model is not None:
             iv.check_compatible(model)
         return iv
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _finite(x: float) -> float | None:

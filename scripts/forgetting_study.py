@@ -55,9 +55,16 @@ def main() -> None:
     t0 = time.perf_counter()
     base = ivkit.load_model(args.model)
     base_dir = out / "base"
-    if not (base_dir / "config.json").exists():
-        base.model.save_pretrained(base_dir)
-        base.tokenizer.save_pretrained(base_dir)
+    if not base_dir.exists():  # written whole, then renamed: an interrupted save leaves no half directory
+        import shutil
+        import tempfile
+
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="base.", dir=out))
+        base.model.save_pretrained(tmp)
+        base.tokenizer.save_pretrained(tmp)
+        os.replace(tmp, base_dir)
+        shutil.rmtree(tmp, ignore_errors=True)
     ft = ivkit.finetune(base, args.train_task, out / "run", steps=args.steps, save_every=args.save_every,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
     del base

@@ -94,6 +94,8 @@ def test_vector_from_another_model_is_refused(tmp_path, tiny_llama, tiny_gemma, 
     ("bad_format", "format"),
     ("bad_tensors", "not a readable safetensors"),
     ("count", "lists 2 heads but the tensors hold 3"),
+    ("other_save", "not the tensor file .*interrupted or concurrent save"),
+    ("no_heads", "malformed .*'heads' list"),
 ])
 def test_broken_iv_directories(tmp_path, tiny_llama, llama_means, breakage, match):
     d = tmp_path / "iv"
@@ -111,6 +113,13 @@ def test_broken_iv_directories(tmp_path, tiny_llama, llama_means, breakage, matc
         (d / "iv.safetensors").write_bytes(b"\x80\x04pickle? no")
     elif breakage == "count":
         side["heads"] = side["heads"][:2]
+        side.pop("tensors_sha256")  # an older sidecar, without the digest: the count check still holds
+        js.write_text(json.dumps(side))
+    elif breakage == "other_save":  # the tensors of another save next to this sidecar
+        InstructionVector.build(tiny_llama, llama_means, _fake_aie(tiny_llama), k=4).save(tmp_path / "b")
+        (d / "iv.safetensors").write_bytes((tmp_path / "b" / "iv.safetensors").read_bytes())
+    elif breakage == "no_heads":
+        del side["heads"]
         js.write_text(json.dumps(side))
     with pytest.raises(ArtifactError, match=match):
         InstructionVector.load(d)
