@@ -162,8 +162,8 @@ def finetune(
               "instruction": instruction, "template": template.to_dict(), "max_len": max_len, "model": ivm.name}
 
     latest = _latest_checkpoint(out) if out.exists() else None
-    if latest is None and out.exists() and any(out.iterdir()) and not resume:
-        raise IVKitError(f"{out} is not empty; choose a new --out or resume")
+    if not resume and out.exists() and any(out.iterdir()):
+        raise IVKitError(f"{out} is not empty and resume is off: choose a new --out, or resume the run in it")
     torch.manual_seed(seed)
     net = ivm.model
     if lora:
@@ -197,8 +197,14 @@ def finetune(
         log.info("resuming %s from step %d", out, start)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    if latest is not None and resume and (latest[1] / "optimizer.pt").exists():
+    if latest is not None and resume:
+        if not (latest[1] / "optimizer.pt").exists():
+            raise IVKitError(f"{latest[1]} has no optimizer.pt, so the run cannot continue as it would have "
+                             f"without the interruption; start a new --out")
         opt.load_state_dict(torch.load(latest[1] / "optimizer.pt", weights_only=True))
+        rng = latest[1] / "rng_state.pt"
+        if rng.exists():  # dropout draws continue where they stopped
+            torch.set_rng_state(torch.load(rng, weights_only=True)["torch"])
 
     feats = _examples_to_features(ivm, task.examples, instruction=instruction, chat=chat, template=template,
                                   max_len=max_len)
@@ -237,6 +243,7 @@ def _save_checkpoint(net: Any, ivm: IVModel, opt: torch.optim.Optimizer, out: Pa
         net.save_pretrained(tmp)
         ivm.tokenizer.save_pretrained(tmp)
         torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng_state.pt")
         state = {"global_step": step, "losses": losses, "steps_per_second": sps, "config": config,
                  "log_history": [{"step": s, "loss": l} for s, l in losses]}
         atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))

@@ -72,6 +72,35 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, tokenizer, small_task):
         finetune(_fresh(tokenizer), str(small_task), tmp_path / "b", steps=4, **{**kw, "lr": 5e-4})
 
 
+def _with_dropout(tokenizer, p: float = 0.3):
+    ivm = _fresh(tokenizer)
+    for layer in ivm.model.model.layers:
+        layer.self_attn.attention_dropout = p
+    return ivm
+
+
+def test_resume_continues_the_dropout_draws(tmp_path, tokenizer, small_task):
+    """With dropout, an exact resume also needs the random state where the run stopped."""
+    kw = dict(save_every=2, batch_size=4, lr=1e-3, progress=False, seed=3)
+    straight = finetune(_with_dropout(tokenizer), str(small_task), tmp_path / "a", steps=4, **kw)
+    finetune(_with_dropout(tokenizer), str(small_task), tmp_path / "b", steps=2, **kw)
+    resumed = finetune(_with_dropout(tokenizer), str(small_task), tmp_path / "b", steps=4, **kw)
+    assert [l for _, l in resumed.losses] == pytest.approx([l for _, l in straight.losses], abs=1e-6)
+    # the draws matter: a run seeded differently takes other losses at the same steps
+    other = finetune(_with_dropout(tokenizer), str(small_task), tmp_path / "c", steps=4, **{**kw, "seed": 4})
+    assert [l for _, l in other.losses] != pytest.approx([l for _, l in straight.losses], abs=1e-6)
+
+
+def test_runs_are_not_mixed(tmp_path, tokenizer, small_task):
+    kw = dict(save_every=2, batch_size=4, lr=1e-3, progress=False)
+    finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", steps=2, **kw)
+    with pytest.raises(ivkit.IVKitError, match="not empty and resume is off"):
+        finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", steps=4, resume=False, **kw)
+    (tmp_path / "run" / "checkpoint-2" / "optimizer.pt").unlink()
+    with pytest.raises(ivkit.IVKitError, match="no optimizer.pt"):
+        finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", steps=4, **kw)
+
+
 def test_lora_checkpoints_load_as_a_series(tmp_path, tokenizer, small_task):
     import peft  # noqa: F401  (a dev dependency: make test installs it)
     base = tmp_path / "base"
