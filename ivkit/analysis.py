@@ -34,8 +34,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .checkpoints import Checkpoint, CheckpointSeries
-from .errors import InputError, TaskError
+from .checkpoints import Checkpoint, CheckpointError, CheckpointSeries
+from .errors import InputError, IVKitError, TaskError
 from .evaluate import evaluate_iv, evaluation_prompts
 from .extract import extract, prepare_prompts
 from .hooks import record_residual
@@ -205,28 +205,47 @@ def track(
     if not task_list:
         raise TaskError("track needs at least one task")
     out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        _check_resume(out_dir, series, task_list, dict(
+            mode=mode, n_prompts=n_prompts, alignment_prompts=alignment_prompts, shots=shots,
+            mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed, method=method,
+            extract_options=extract_options, given_references=sorted(references or {})))
     refs: dict[str, _Reference] = {}
     records: list[dict[str, Any]] = []
 
+    def saved(ck: Checkpoint, t: Task) -> Path | None:
+        path = out_dir / ck.label / f"{t.name}.json" if out_dir is not None else None
+        return path if path is not None and path.exists() else None
+
+    # Tasks with work left anywhere need their reference, which is always made on the first checkpoint.
+    need_ref = [t for t in task_list if any(saved(ck, t) is None for ck in series.checkpoints)]
     for i, ck in enumerate(series.checkpoints):
-        todo = [t for t in task_list if not (out_dir and (out_dir / ck.label / f"{t.name}.json").exists())]
-        if not todo and out_dir is not None:
+        todo = [t for t in task_list if saved(ck, t) is None]
+        if not todo and not (i == 0 and need_ref):
             for t in task_list:
-                records.append(json.loads((out_dir / ck.label / f"{t.name}.json").read_text()))
+                records.append(json.loads(saved(ck, t).read_text()))
             log.info("checkpoint %s: all tasks already measured in %s", ck.label, out_dir)
             continue
         model = series.load(i)
         try:
-            for t in task_list:
-                path = out_dir / ck.label / f"{t.name}.json" if out_dir else None
-                if path is not None and path.exists():
-                    records.append(json.loads(path.read_text()))
-                    continue
-                if t.name not in refs:
+            if i == 0:
+                for t in need_ref:
                     refs[t.name] = _reference(model, t, out_dir, (references or {}).get(t.name), shots=shots,
                                               mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed,
                                               method=method, batch_size=batch_size, progress=progress,
                                               **extract_options)
+            for t in task_list:
+                path = saved(ck, t)
+                if path is not None:
+                    rec = json.loads(path.read_text())
+                    if rec.get("fingerprint") != series.fingerprints[ck.label]:
+                        raise CheckpointError(
+                            f"{path} was measured on other weights than checkpoint {ck.label!r} has now "
+                            f"(fingerprint {rec.get('fingerprint')} vs {series.fingerprints[ck.label]}): the "
+                            f"checkpoint changed since. Choose a new out directory")
+                    records.append(rec)
+                    continue
+                path = out_dir / ck.label / f"{t.name}.json" if out_dir is not None else None
                 t0 = time.perf_counter()
                 rec = _measure(model, ck, series.fingerprints[ck.label], t, refs[t.name], mode=mode,
                                n_prompts=n_prompts, alignment_prompts=alignment_prompts, shots=shots, seed=seed,
@@ -242,6 +261,34 @@ def track(
     records.sort(key=lambda r: (order[r["checkpoint"]], tnames.index(r["task"])))
     return Tracking(records, mode, {k: v.iv for k, v in refs.items()},
                     {k: v.seconds for k, v in refs.items()})
+
+
+def _check_resume(out_dir: Path, series: CheckpointSeries, tasks: Sequence[Task], settings: dict[str, Any]) -> None:
+    """Refuse to resume a sweep in ``out_dir`` that was run with other settings, other task files
+    or other checkpoints under the same labels; record this run's settings (``settings.json``)."""
+    path = out_dir / "settings.json"
+    current = {"settings": json.loads(json.dumps(settings, default=str)),
+               "tasks": {t.name: str(t.source) for t in tasks},
+               "checkpoints": {ck.label: str(ck.source) for ck in series.checkpoints},
+               "first": series.checkpoints[0].label}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise IVKitError(f"{path} is not valid JSON ({e}); choose a new out directory") from None
+        problems = [f"{k}: {old['settings'].get(k)!r} then, {v!r} now"
+                    for k, v in current["settings"].items() if old["settings"].get(k) != v]
+        if old.get("first") != current["first"]:
+            problems.append(f"the reference checkpoint: {old.get('first')!r} then, {current['first']!r} now")
+        for kind in ("tasks", "checkpoints"):
+            problems += [f"{kind[:-1]} {name!r}: {old[kind][name]!r} then, {src!r} now"
+                         for name, src in current[kind].items() if name in old[kind] and old[kind][name] != src]
+        if problems:
+            raise IVKitError(f"{out_dir} holds a sweep made with other settings ({'; '.join(problems)}). Resume it "
+                             f"with the same ones, or choose a new out directory")
+        current["tasks"] = {**old["tasks"], **current["tasks"]}
+        current["checkpoints"] = {**old["checkpoints"], **current["checkpoints"]}
+    atomic_write_text(path, json.dumps(current, indent=1))
 
 
 def _reference(model: IVModel, task: Task, out_dir: Path | None, given: InstructionVector | None, *,

@@ -88,6 +88,36 @@ def test_interrupted_sweep_resumes_to_the_same_table(tmp_path, tokenizer, llama_
     assert json.loads((tmp_path / "report" / "tracking.json").read_text())["mode"] == "fixed"
 
 
+def test_resume_refuses_other_settings_and_rebuilds_references_on_the_first_checkpoint(
+        tmp_path, tokenizer, llama_dir, task_file):
+    import shutil
+
+    other = make_tiny("llama", len(tokenizer))
+    with torch.no_grad():
+        other.model.layers[1].mlp.down_proj.weight.mul_(1.5)
+    second = _save(other, tokenizer, tmp_path / "ckpt-1")
+    out = tmp_path / "sweep"
+    first = track([llama_dir, second], str(task_file), out=out, **SMALL)
+    with pytest.raises(ivkit.IVKitError, match="other settings .*mode: 'fixed' then, 'rerank' now"):
+        track([llama_dir, second], str(task_file), out=out, mode="rerank", **SMALL)
+    with pytest.raises(ivkit.IVKitError, match="reference checkpoint: 'ckpt-0' then, 'ckpt-1' now"):
+        track([second, llama_dir], str(task_file), out=out, **SMALL)
+    # Only the second checkpoint has work left and the reference is gone: it must be rebuilt on the
+    # first checkpoint, not on the one being measured (then its IV cosine would be 1).
+    shutil.rmtree(out / "reference")
+    (out / "ckpt-1" / f"{task_file.stem}.json").unlink()
+    again = track([llama_dir, second], str(task_file), out=out, **SMALL)
+    assert again.to_pandas().equals(first.to_pandas())
+    # A checkpoint whose weights changed since its records were written is caught when it is loaded.
+    changed = make_tiny("llama", len(tokenizer))
+    with torch.no_grad():
+        changed.model.layers[0].mlp.up_proj.weight.mul_(0.5)
+    _save(changed, tokenizer, second)
+    with pytest.raises(ivkit.CheckpointError, match="measured on other weights than checkpoint 'ckpt-1'"):
+        # a second task gives the checkpoint work left, so it is loaded and its old record checked
+        track([llama_dir, second], [str(task_file), "antonym"], out=out, **SMALL)
+
+
 def test_bad_inputs(tmp_path, tokenizer, llama_dir, task_file):
     with pytest.raises(ivkit.CheckpointError, match="empty"):
         track([], str(task_file), **SMALL)
