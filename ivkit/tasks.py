@@ -183,7 +183,7 @@ def load_task(name_or_path: str | Path | Task, *, instruction: str | None = None
         return name_or_path if instruction is None else replace(name_or_path, instruction=instruction)
     ref = str(name_or_path)
     path = Path(ref).expanduser()
-    if ref in list_tasks() and not path.exists():
+    if ref in list_tasks() and not path.is_file():  # a bare name is the built-in, even beside a folder of that name
         path = _builtin_dir() / f"{ref}.json"
         name = ref
     elif path.exists():
@@ -197,16 +197,26 @@ def load_task(name_or_path: str | Path | Task, *, instruction: str | None = None
         )
     if path.is_dir():
         raise TaskError(f"{path} is a directory; pass a .json or .jsonl file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TaskError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8 JSON") from None
     if not text.strip():
         raise TaskError(f"{path}: the file is empty; it must hold {{\"input\", \"output\"}} pairs")
-    try:
-        if path.suffix == ".jsonl":
-            records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        else:
+    if path.suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise TaskError(f"{path}: invalid JSON at line {n}, column {e.colno}: {e.msg}") from None
+    else:
+        try:
             records = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TaskError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+        except json.JSONDecodeError as e:
+            raise TaskError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     examples = _parse_examples(records, str(path))
     return Task(name=name, examples=examples, instruction=instruction or TASK_INSTRUCTIONS.get(name),
                 source=str(path))

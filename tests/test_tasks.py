@@ -51,6 +51,25 @@ def test_malformed_task_files(tmp_path, content, match):
         load_task(p)
 
 
+def test_jsonl_errors_name_the_line_and_bad_bytes_are_reported(tmp_path):
+    good = json.dumps({"input": "a", "output": "b"})
+    p = tmp_path / "t.jsonl"
+    p.write_text("\n".join([good, good, "", good, "{\"input\": \"c\",", good]))
+    with pytest.raises(TaskError, match="invalid JSON at line 5,"):
+        load_task(p)
+    latin = tmp_path / "latin.json"
+    latin.write_bytes('[{"input": "caf\u00e9", "output": "x"}]'.encode("latin-1"))
+    with pytest.raises(TaskError, match="not UTF-8"):
+        load_task(latin)
+
+
+def test_a_folder_named_like_a_builtin_task_does_not_shadow_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "antonym").mkdir()  # e.g. ivkit extract M antonym --out antonym
+    assert load_task("antonym").source.endswith("antonym.json")
+    assert len(load_task("antonym")) > 1000
+
+
 def test_unknown_task_name_suggests():
     with pytest.raises(TaskError, match="Did you mean country-capital"):
         load_task("country_capital")
