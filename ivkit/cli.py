@@ -35,18 +35,16 @@ def _setup(quiet: bool) -> None:
 
 
 BACKEND_HELP = "torch (HF hooks; default), transformer-lens (TransformerBridge hook points) or nnsight (traces)"
-REMOTE_HELP = "nnsight only: run every trace on NDIF (needs NDIF_API_KEY); 'local' is the serialization dry run"
+REMOTE_HELP = "nnsight only: run every trace on NDIF (needs NDIF_API_KEY)"
+DRY_RUN_HELP = "nnsight only: serialize every trace as for NDIF, then run it here (nnsight's dry run)"
 
 
-def _remote(value: Optional[str]):
-    if value is None:
-        return False
-    v = value.strip().lower()
-    if v in ("", "1", "true", "yes", "ndif"):
-        return True
-    if v == "local":
-        return "local"
-    raise typer.BadParameter(f"--remote takes nothing, 'ndif' or 'local', not {value!r}")
+def _remote(remote: bool, dry_run: bool) -> bool | str:
+    """``--remote`` (NDIF) and ``--remote-dry-run`` (nnsight's local serialization check) -> the
+    ``remote=`` argument of :func:`ivkit.load_model`."""
+    if remote and dry_run:
+        raise typer.BadParameter("give --remote or --remote-dry-run, not both")
+    return True if remote else ("local" if dry_run else False)
 
 
 def _load(model: str, backend: Optional[str] = None, remote: bool | str = False):
@@ -132,7 +130,8 @@ def extract_cmd(
                                                     "naive (per-head oracle; default on transformer-lens and "
                                                     "--remote), attribution (approx.)"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
-    remote: Optional[str] = typer.Option(None, "--remote", help=REMOTE_HELP, show_default=False),
+    remote: bool = typer.Option(False, "--remote", help=REMOTE_HELP),
+    remote_dry_run: bool = typer.Option(False, "--remote-dry-run", help=DRY_RUN_HELP),
     max_memory_mb: float = typer.Option(1024.0, "--max-memory-mb", help="working-memory cap of the fast method"),
     metric: str = typer.Option("prob", help="prob (first answer token) or nll (whole answer, -ΔNLL)"),
     style: str = typer.Option("few_shot", help="clean prompt style: few_shot or instruction"),
@@ -147,7 +146,7 @@ def extract_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info logs"),
 ):
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
-    ks, remote_mode = _ints(top_k), _remote(remote)  # parse the options before the (slow) load
+    ks, remote_mode = _ints(top_k), _remote(remote, remote_dry_run)  # parse the options before the (slow) load
     _floats(scales)
     _setup(quiet)
     ivm, load_s = _load(model, backend, remote_mode)
@@ -183,7 +182,8 @@ def evaluate_cmd(
     scale: Optional[float] = typer.Option(None, help="multiply the vector by this (default: the scale in iv.json)"),
     batch_size: int = typer.Option(16, "--batch-size"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
-    remote: Optional[str] = typer.Option(None, "--remote", help=REMOTE_HELP, show_default=False),
+    remote: bool = typer.Option(False, "--remote", help=REMOTE_HELP),
+    remote_dry_run: bool = typer.Option(False, "--remote-dry-run", help=DRY_RUN_HELP),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ):
@@ -194,7 +194,7 @@ def evaluate_cmd(
         raise typer.BadParameter("give --layer or --sweep, not both")
     _setup(quiet)
     vec = InstructionVector.load(iv)
-    ivm, _ = _load(model, backend, _remote(remote))
+    ivm, _ = _load(model, backend, _remote(remote, remote_dry_run))
     vec.check_compatible(ivm)
     t = load_task(task)
     from .evaluate import iv_protocol

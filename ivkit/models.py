@@ -574,7 +574,8 @@ def load_model(
     ref = str(model)
     if remote is True:
         if backend not in (None, "nnsight"):
-            raise BackendError(f"remote=True runs on NDIF through nnsight; backend {backend!r} cannot")
+            raise BackendError(f"remote execution runs on NDIF through nnsight, which backend {backend!r} cannot do: "
+                               f"pass backend='nnsight' (on the CLI: --backend nnsight)")
         return _remote_model(ref, tokenizer, name=name or ref)
     if ref in MODEL_ALIASES:
         hf_model, tok = _load_gguf(MODEL_ALIASES[ref](), name=ref, dtype=dtype, use_cache=use_cache)

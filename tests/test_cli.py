@@ -151,3 +151,11 @@ def test_fast_method_on_another_backend_is_a_clear_error(extracted, tiny_llama_d
     proc = run("extract", tiny_llama_dir, task, "--out", tmp_path / "x", "--shots", 3, "--mean-prompts", 5,
                "--trials", 2, "--no-filter", "--backend", "transformer-lens", "--method", "fast")
     assert proc.returncode == 2 and "method='fast'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_remote_is_a_flag(tiny_llama_dir, tmp_path):
+    """``--remote`` takes no value, so it does not swallow the next option."""
+    proc = run("extract", tiny_llama_dir, "antonym", "--out", tmp_path / "x", "--remote", "--json")
+    assert proc.returncode == 2 and "--backend nnsight" in proc.stderr
+    proc = run("extract", tiny_llama_dir, "antonym", "--out", tmp_path / "x", "--remote", "--remote-dry-run")
+    assert proc.returncode == 2 and "not both" in proc.stderr
