@@ -47,6 +47,12 @@ class Checkpoint:
     step: int | None = None
 
 
+def release(model: IVModel) -> None:
+    """Free a model's weights now, whoever still refers to it: its parameters and buffers move to
+    the ``meta`` device (shapes kept, storage freed). The model cannot run afterwards."""
+    model.model.to("meta")
+
+
 def fingerprint(model: IVModel) -> str:
     """A short hash of every parameter's bytes (names, shapes and values)."""
     h = hashlib.sha256()
@@ -197,11 +203,17 @@ class CheckpointSeries:
         return model
 
     def __iter__(self) -> Iterator[tuple[Checkpoint, IVModel]]:
-        """Yield ``(checkpoint, model)``, one model in memory at a time."""
+        """Yield ``(checkpoint, model)``, one model in memory at a time.
+
+        Each model is valid during its own iteration only: before the next checkpoint loads, the
+        previous model's weights are released (moved to the ``meta`` device), even if the caller
+        still holds it, so that memory stays at one model. Keep results, not models; to keep a
+        model, use :meth:`load`."""
         for i, ck in enumerate(self.checkpoints):
             model = self.load(i)
             try:
                 yield ck, model
             finally:
+                release(model)
                 del model
                 gc.collect()

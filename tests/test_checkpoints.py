@@ -94,3 +94,18 @@ def test_hub_revisions_from_the_local_hub_cache(tmp_path, monkeypatch, three_dir
     assert got == want  # each revision is the checkpoint it names
     with pytest.raises(CheckpointError):
         CheckpointSeries.from_hub("ivkit-test/tiny", ["step999"], cache_dir=str(cache)).load(0)
+
+
+def test_iterating_a_series_keeps_one_model_in_memory(tmp_path, tokenizer):
+    dirs = []
+    for i in range(2):
+        m = make_tiny("llama", len(tokenizer), std=0.1 + 0.05 * i)
+        m.save_pretrained(tmp_path / f"c{i}")
+        tokenizer.save_pretrained(tmp_path / f"c{i}")
+        dirs.append(tmp_path / f"c{i}")
+    kept = []
+    for ck, model in CheckpointSeries.from_dirs(dirs):
+        assert all(p.device.type != "meta" for p in model.model.parameters())  # usable in its iteration
+        kept.append(model)
+    # the first one's weights were freed before the second loaded, although the caller kept it
+    assert all(p.device.type == "meta" for p in kept[0].model.parameters())
