@@ -205,7 +205,8 @@ def _sweep_naive(model, vector, prompts, layers, scales, batch_size, progress):
 def _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb, guard_tol=1e-4):
     """All (layer, scale) cells by continuation: adding the vector at the last position changes
     only that position, so each cell re-runs one position from the layer above up."""
-    from .fast import FastPathUnsupported, RowGroup, _final_logits, _prompts_per_pass, continue_rows, run_prefix
+    from .fast import (FastPathUnsupported, RowGroup, _final_logits, _prompts_per_pass, continue_rows,
+                       logits_rows_for, run_prefix)
 
     g = model.geometry
     n_cells = len(layers) * len(scales)
@@ -216,6 +217,7 @@ def _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb,
     base_hits = base_p = 0.0
     sc = torch.tensor(scales, dtype=model.dtype, device=model.device)
     v = vector.to(model.device, model.dtype)
+    chunk = logits_rows_for(model, 1, max_memory_mb)
     batches = length_batches([len(x) for x in prompts.input_ids], per_pass)
     for idx in progress_bar(batches, desc="layer sweep", progress=progress):
         run = run_prefix(model, [prompts.input_ids[i] for i in idx], 1)
@@ -229,11 +231,11 @@ def _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb,
         tgt_rows = target.repeat_interleave(rows.shape[1])[:, None]
         flat = rows.flatten(0, 1)
         out = torch.empty(flat.shape[0], 2)                                  # rank, prob per row
-        for a in range(0, flat.shape[0], 512):
-            lg = _final_logits(model, flat[a:a + 512])[:, -1]
-            t = tgt_rows[a:a + 512]
-            out[a:a + 512, 0] = (lg > lg.gather(-1, t)).sum(-1).float().cpu()
-            out[a:a + 512, 1] = torch.softmax(lg, -1).gather(-1, t)[:, 0].cpu()
+        for a in range(0, flat.shape[0], chunk):
+            lg = _final_logits(model, flat[a:a + chunk])[:, -1]
+            t = tgt_rows[a:a + chunk]
+            out[a:a + chunk, 0] = (lg > lg.gather(-1, t)).sum(-1).float().cpu()
+            out[a:a + chunk, 1] = torch.softmax(lg, -1).gather(-1, t)[:, 0].cpu()
         out = out.view(P, -1, 2)
         full_prob = torch.softmax(run.logits[:, -1], -1).gather(-1, target[:, None])[:, 0].cpu()
         err = (out[:, 0, 1] - full_prob).abs().max().item()

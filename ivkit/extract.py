@@ -311,8 +311,9 @@ def extract(
         t0 = time.perf_counter()
         val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=sweep_prompts, seed=seed,
                                                    template=template, stream=3))
+        memory = {"max_memory_mb": method_options["max_memory_mb"]} if "max_memory_mb" in method_options else {}
         sweeps = [layer_sweep(model, c, val, scales=scales, batch_size=batch_size * 2, progress=progress,
-                              split="valid") for c in candidates]
+                              split="valid", **memory) for c in candidates]
         best = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, _best_prob(sweeps[i]), -ks[i]))
         iv, sw = candidates[best], sweeps[best]
         iv.layer, iv.scale = sw.best_layer, sw.best_scale

@@ -409,6 +409,13 @@ def continue_rows(run: PrefixRun, groups: list[RowGroup]) -> list[torch.Tensor]:
     return [hidden[:, spans[i][0]:spans[i][1]] for i in range(len(groups))]
 
 
+def logits_rows_for(model: IVModel, s: int, max_memory_mb: float) -> int:
+    """How many rows to unembed at once so that their logits and softmax temporaries (about three
+    ``(rows, s, vocab)`` float32 tensors) take at most half of ``max_memory_mb``; at most 512."""
+    vocab = int(model.model.get_output_embeddings().weight.shape[0])
+    return max(1, min(512, int(max_memory_mb * 2**20 / 2 // (3 * 4 * s * vocab))))
+
+
 def row_logits(model: IVModel, hidden: torch.Tensor, fn, logits_rows: int = 512) -> torch.Tensor:
     """Apply ``fn(logits (R, s, vocab), rows slice) -> (R,)`` to the unembedded rows of
     ``hidden`` ``(R, s, d_model)``, ``logits_rows`` at a time; returns ``(R,)`` on the CPU."""
@@ -451,7 +458,7 @@ def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, gua
 
 def fast_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: str, progress: bool, *,
                  prompts_per_pass: int | None = None, max_memory_mb: float = 1024.0, guard_tol: float = 1e-4,
-                 logits_rows: int = 512, fallback: bool = True, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                 logits_rows: int | None = None, fallback: bool = True, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """``method="fast"``: exact per-head effects via last-position continuation (see module doc).
 
     Args:
@@ -460,7 +467,8 @@ def fast_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: str, pr
         max_memory_mb: rough cap on the working memory of one pass (the model excluded).
         guard_tol: largest allowed difference between the unpatched continuation and the full
             pass, in metric units.
-        logits_rows: rows unembedded at a time (bounds the ``rows x vocab`` logits).
+        logits_rows: rows unembedded at a time (bounds the ``rows x vocab`` logits); default:
+            as many as fit in half of ``max_memory_mb`` (:func:`logits_rows_for`).
         fallback: on an unsupported model, log why and run the naive path (else raise).
 
     Returns:
@@ -473,6 +481,7 @@ def fast_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: str, pr
         max_len = max(len(it.ids) for it in items)
         s = _suffix(items, metric)
         per_pass = prompts_per_pass or _prompts_per_pass(model, max_len, s, max_memory_mb)
+        logits_rows = logits_rows or logits_rows_for(model, s, max_memory_mb)
         effects = torch.empty(len(items), g.n_layers, g.n_heads)
         baseline = torch.empty(len(items))
         order = sorted(range(len(items)), key=lambda i: len(items[i].ids))  # similar lengths: less padding
