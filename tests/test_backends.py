@@ -71,11 +71,13 @@ def test_naive_aie_and_top_k_agree(trio, metric):
                for b, m in trio.items()}
     # patches move the metric (random tiny models put little probability on any one token)
     assert effects["torch"].aie.abs().max() > (1e-4 if metric == "prob" else 1e-2)
+    # tolerances well below the effects: probabilities differ by ~3e-9 across backends, effects ~5e-4
+    tol = 1e-7 if metric == "prob" else 1e-5
     fast = indirect_effects(ref, corrupted, means, method="fast", metric=metric, progress=False)
-    assert _max_diff(fast.aie, effects["torch"].aie) <= 1e-5
+    assert _max_diff(fast.aie, effects["torch"].aie) <= tol
     top = {b: {(l, h) for l, h, _ in e.top_heads(5)} for b, e in effects.items()}
     for b in ("transformer-lens", "nnsight"):
-        assert _max_diff(effects[b].per_trial, effects["torch"].per_trial) <= 1e-5, b
+        assert _max_diff(effects[b].per_trial, effects["torch"].per_trial) <= tol, b
         assert top[b] == top["torch"], b
         assert effects[b].info["backend"] == b
 

@@ -118,7 +118,7 @@ def test_attribution_is_only_approximate_on_a_real_nonlinearity(tiny_llama):
     assert torch.allclose(attr.baseline, exact.baseline, atol=1e-6)  # same corrupted runs
     assert (attr.per_trial - exact.per_trial).abs().max() > 1e-6      # but a first-order estimate
     agree = ivkit.rank_agreement(exact.aie, attr.aie)
-    assert -1.0 <= agree["spearman"] <= 1.0
+    assert agree["spearman"] > 0.3 and agree["top10_overlap"] >= 0.5  # a useful, not an exact, ranking (0.62, 0.9)
 
 
 def test_attribution_leaves_parameters_trainable(tiny_llama):
