@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from .errors import InputError, IVKitError, TaskError
 from .evaluate import evaluate_iv, evaluation_prompts
 from .extract import extract, prepare_prompts
 from .hooks import record_residual
-from .io import atomic_write_text
+from .io import atomic_write_text, json_safe
 from .mediation import IndirectEffects, indirect_effects, mean_head_activations, rank_agreement
 from .models import IVModel, length_batches
 from .tasks import EncodedPrompts, Task, encode_prompts, load_task, prompts_from_json, prompts_to_json
@@ -159,10 +158,6 @@ def _jaccard(a: Sequence[tuple[int, int]], b: Sequence[tuple[int, int]]) -> floa
     return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
-def _finite(x: Any) -> Any:
-    return None if isinstance(x, float) and not math.isfinite(x) else x
-
-
 def track(
     series: CheckpointSeries | Sequence[str | Path],
     tasks: Sequence[Task | str] | Task | str,
@@ -271,7 +266,8 @@ def _check_resume(out_dir: Path, series: CheckpointSeries, tasks: Sequence[Task]
                "tasks": {t.name: str(t.source) for t in tasks},
                "checkpoints": {ck.label: str(ck.source) for ck in series.checkpoints},
                "first": series.checkpoints[0].label}
-    if path.exists():
+    measured = any(p.name != "settings.json" for p in out_dir.rglob("*.json")) if out_dir.exists() else False
+    if path.exists() and measured:  # (an attempt that measured nothing, e.g. a failed reference, binds nothing)
         try:
             old = json.loads(path.read_text())
         except json.JSONDecodeError as e:
@@ -353,4 +349,4 @@ def _measure(model: IVModel, ck: Checkpoint, fp: str, task: Task, ref: _Referenc
     sets = evaluation_prompts(model, task, n_prompts=alignment_prompts, shots=shots, seed=seed)
     rec["alignment_zero_shot"] = _alignment(model, sets["zero_shot"], ref.iv.vector, batch_size)
     rec["alignment_few_shot"] = _alignment(model, sets["few_shot"], ref.iv.vector, batch_size)
-    return {k: _finite(v) for k, v in rec.items()}
+    return {k: json_safe(v) for k, v in rec.items()}

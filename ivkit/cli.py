@@ -90,8 +90,9 @@ def _eval_table(ev) -> str:
         sub = r.get("top1_icl_correct")
         lines.append(f"{c:<16} {r['top1']:>6.3f} {r['top2']:>6.3f} {r['top3']:>6.3f}   "
                      f"{'-' if sub is None else format(sub, '.3f'):>17}")
-    lines.append(f"(IV at layer {ev.layer}, scale {ev.info.get('scale', 1):g}; n={ev.n} test queries, "
-                 f"{ev.n_icl_correct} of them answered right with clean shots: 'ICL-right')")
+    right = (f", {ev.n_icl_correct} of them answered right with clean shots: 'ICL-right'"
+             if ev.n_icl_correct is not None else "")
+    lines.append(f"(IV at layer {ev.layer}, scale {ev.info.get('scale', 1):g}; n={ev.n} test queries{right})")
     return "\n".join(lines)
 
 

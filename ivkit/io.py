@@ -6,10 +6,11 @@ renames it over the target (``os.replace`` is atomic on POSIX).
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -48,11 +49,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     _atomic(path, write)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-    _atomic(path, write)
+def json_safe(x: Any) -> Any:
+    """``x``, with a non-finite float (NaN, inf) turned into None, so that JSON stays strict."""
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def atomic_save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

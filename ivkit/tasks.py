@@ -426,11 +426,6 @@ class EncodedPrompts:
                               [a for e in parts for a in e.answer_ids],
                               torch.cat([e.first_token for e in parts]), [d for e in parts for d in e.dropped])
 
-    def with_answers(self) -> tuple[list[list[int]], list[int]]:
-        """Prompt+answer sequences and, per row, the index of the last prompt token."""
-        seqs = [p + a for p, a in zip(self.input_ids, self.answer_ids)]
-        return seqs, [len(p) - 1 for p in self.input_ids]
-
 
 def _answer_tokens(model: Any, prompt: Prompt) -> tuple[list[int], list[int]]:
     tokenizer = model.tokenizer

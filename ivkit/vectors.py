@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ import torch
 
 from .errors import ArtifactError, IncompatibleVectorError, InputError
 from .hooks import Positions, add_to_residual
-from .io import atomic_save_safetensors, atomic_write_text
+from .io import atomic_save_safetensors, atomic_write_text, json_safe
 from .mediation import IndirectEffects, check_mean_activations
 from .models import IVModel
 
@@ -293,7 +292,7 @@ class InstructionVector:
             "layer": self.layer,
             "scale": self.scale,
             "k": self.k,
-            "heads": [{"layer": l, "head": h, "aie": _finite(a)} for (l, h), a in zip(self.heads, self.head_aie)],
+            "heads": [{"layer": l, "head": h, "aie": json_safe(float(a))} for (l, h), a in zip(self.heads, self.head_aie)],
             "norm": self.norm,
             **self.meta,
         }
@@ -354,10 +353,6 @@ def _sha256(path: Path) -> str:
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _finite(x: float) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 def _nan(x: Any) -> float:

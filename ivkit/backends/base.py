@@ -104,10 +104,3 @@ class Backend(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-
-def keep_last(logits: torch.Tensor, logits_to_keep: int) -> torch.Tensor:
-    """``(B, T, V)`` -> the last ``logits_to_keep`` positions (all of them for 0), as float32."""
-    if logits_to_keep:
-        logits = logits[:, -logits_to_keep:]
-    return logits.float()

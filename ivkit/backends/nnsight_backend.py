@@ -85,13 +85,6 @@ def wrap(hf_model: Any, tokenizer: Any) -> Any:
     return nnsight.TransformersModel(hf_model, tokenizer=tokenizer)
 
 
-def _envoy(root: Any, path: str) -> Any:
-    obj = root
-    for part in path.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    return obj
-
-
 class NNsightBackend(Backend):
     """Runs every forward pass as one nnsight trace (see the module docstring)."""
 
@@ -146,8 +139,10 @@ class NNsightBackend(Backend):
             )
 
     def _site(self, model: "IVModel", site: str, layer: int) -> Any:
-        block = _envoy(self.nn_model, model.spec.layers)[layer]
-        return _envoy(block, model.spec.attn_out_proj) if site == "heads" else block
+        from ..models import _get_module  # the same dotted paths work on envoys
+
+        block = _get_module(self.nn_model, model.spec.layers)[layer]
+        return _get_module(block, model.spec.attn_out_proj) if site == "heads" else block
 
     def forward(self, model: "IVModel", batch: "Batch", *, logits_to_keep: int = 1) -> torch.Tensor:
         nnsight = _import_nnsight()
