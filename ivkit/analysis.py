@@ -272,18 +272,22 @@ def _check_resume(out_dir: Path, series: CheckpointSeries, tasks: Sequence[Task]
             old = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise IVKitError(f"{path} is not valid JSON ({e}); choose a new out directory") from None
-        problems = [f"{k}: {old['settings'].get(k)!r} then, {v!r} now"
-                    for k, v in current["settings"].items() if old["settings"].get(k) != v]
+        if not isinstance(old, dict):
+            raise IVKitError(f"{path} is not a settings file ivkit wrote; choose a new out directory")
+        before = old.get("settings") or {}
+        problems = [f"{k}: {before.get(k)!r} then, {v!r} now" for k, v in current["settings"].items()
+                    if before.get(k) != v]
         if old.get("first") != current["first"]:
             problems.append(f"the reference checkpoint: {old.get('first')!r} then, {current['first']!r} now")
         for kind in ("tasks", "checkpoints"):
-            problems += [f"{kind[:-1]} {name!r}: {old[kind][name]!r} then, {src!r} now"
-                         for name, src in current[kind].items() if name in old[kind] and old[kind][name] != src]
+            seen = old.get(kind) or {}
+            problems += [f"{kind[:-1]} {name!r}: {seen[name]!r} then, {src!r} now"
+                         for name, src in current[kind].items() if name in seen and seen[name] != src]
         if problems:
             raise IVKitError(f"{out_dir} holds a sweep made with other settings ({'; '.join(problems)}). Resume it "
                              f"with the same ones, or choose a new out directory")
-        current["tasks"] = {**old["tasks"], **current["tasks"]}
-        current["checkpoints"] = {**old["checkpoints"], **current["checkpoints"]}
+        current["tasks"] = {**(old.get("tasks") or {}), **current["tasks"]}
+        current["checkpoints"] = {**(old.get("checkpoints") or {}), **current["checkpoints"]}
     atomic_write_text(path, json.dumps(current, indent=1))
 
 
