@@ -120,3 +120,4 @@ def test_smollm2_backends_agree_with_torch(smollm2, backend):
         with iv.apply(other):
             have = other.forward(batch)
     assert (have - want).abs().max() <= 1e-4  # logits of magnitude ~20; 1e-5 relative
+    assert (have.softmax(-1) - want.softmax(-1)).abs().max() <= 1e-5  # and the probabilities to 1e-5
