@@ -57,7 +57,7 @@ from .tasks import (
     make_prompt,
     sample_prompts,
 )
-from .vectors import InstructionVector, head_contributions, random_like
+from .vectors import INJECTIONS, InstructionVector, head_contributions, random_like
 
 __all__ = [
     "__version__",
@@ -79,7 +79,7 @@ __all__ = [
     "head_activations", "mean_head_activations", "indirect_effects", "IndirectEffects", "METHODS",
     "rank_agreement",
     # vectors
-    "InstructionVector", "head_contributions", "random_like",
+    "InstructionVector", "INJECTIONS", "head_contributions", "random_like",
     # evaluation
     "score_prompts", "Scores", "layer_sweep", "LayerSweep", "evaluate_iv", "Evaluation", "CONDITIONS",
     # pipeline

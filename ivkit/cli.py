@@ -84,6 +84,12 @@ def _heads_table(iv) -> str:
     return "\n".join(lines)
 
 
+def _where(injection: str | None, layer: int | None, k: int | None = None) -> str:
+    if injection == "heads":
+        return f"IV patched into its {k} heads" if k else "IV patched into its heads"
+    return f"IV at layer {layer}"
+
+
 def _eval_table(ev) -> str:
     lines = [f"{'condition':<16} {'top1':>6} {'top2':>6} {'top3':>6}   {'top1 on ICL-right':>17}"]
     for c, r in ev.results.items():
@@ -92,7 +98,8 @@ def _eval_table(ev) -> str:
                      f"{'-' if sub is None else format(sub, '.3f'):>17}")
     right = (f", {ev.n_icl_correct} of them answered right with clean shots: 'ICL-right'"
              if ev.n_icl_correct is not None else "")
-    lines.append(f"(IV at layer {ev.layer}, scale {ev.info.get('scale', 1):g}; n={ev.n} test queries{right})")
+    lines.append(f"({_where(ev.info.get('injection'), ev.layer, ev.info.get('k'))}, scale {ev.info.get('scale', 1):g}; "
+                 f"n={ev.n} test queries{right})")
     return "\n".join(lines)
 
 
@@ -110,7 +117,7 @@ def _extract(model_obj, task: str, out: Path, *, layer: Optional[int], quiet: bo
     res = extract(model_obj, task, sweep=sweep and layer is None, scales=_floats(scales), progress=not quiet,
                   **options)
     if layer is not None:
-        res.iv.layer = layer
+        res.iv.layer, res.iv.injection = layer, "residual"
         res.iv.meta["layer_selection"] = {"given": layer}
     res.record_timing("load", load_seconds, first=True)
     res.save(out)
@@ -140,6 +147,9 @@ def extract_cmd(
     sweep: bool = typer.Option(True, "--sweep/--no-sweep", help="choose the injection layer on the validation split"),
     layer: Optional[int] = typer.Option(None, help="fix the injection layer instead of sweeping"),
     scales: str = typer.Option("1,2,3,4", help="comma-separated IV multipliers the sweep tries with each layer"),
+    injection: str = typer.Option("residual", help="residual (add the vector after one layer, the reference recipe), "
+                                                   "heads (set each top head to scale x its mean, at its own layer) "
+                                                   "or auto (the validation sweep chooses)"),
     post_norm: str = typer.Option("linearized", "--post-norm", help="Gemma post-attention norm: linearized or ignore"),
     filter_correct: bool = typer.Option(True, "--filter/--no-filter",
                                         help="keep only clean prompts the model answers right (off: for models that can't)"),
@@ -149,14 +159,19 @@ def extract_cmd(
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
     ks, remote_mode = _ints(top_k), _remote(remote, remote_dry_run)  # parse the options before the (slow) load
     _floats(scales)
+    if injection not in ("residual", "heads", "auto"):
+        raise typer.BadParameter(f"--injection must be residual, heads or auto, got {injection!r}")
+    if layer is not None and injection != "residual":
+        raise typer.BadParameter("--layer fixes a residual injection layer; it does not go with --injection "
+                                 f"{injection}")
     _setup(quiet)
     ivm, load_s = _load(model, backend, remote_mode)
     res = _extract(ivm, task, out, layer=layer, quiet=quiet, load_seconds=load_s, sweep=sweep, scales=scales,
                    max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials,
                    top_k=ks, seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
-                   post_norm=post_norm, filter_correct=filter_correct)
+                   post_norm=post_norm, filter_correct=filter_correct, injection=injection)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
-               "scale": res.iv.scale,
+               "scale": res.iv.scale, "injection": res.iv.injection, "k": res.iv.k,
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
                "method": res.effects.method, "backend": ivm.backend.name}
@@ -164,7 +179,8 @@ def extract_cmd(
         typer.echo(json.dumps(summary))
     else:
         typer.echo(_heads_table(res.iv))
-        typer.echo(f"injection: layer {res.iv.layer}, scale {res.iv.scale:g}   wrote {out}/")
+        typer.echo(f"injection: {_where(res.iv.injection, res.iv.layer, res.iv.k)}, scale {res.iv.scale:g}   "
+                   f"wrote {out}/")
         typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
 
 
@@ -181,6 +197,8 @@ def evaluate_cmd(
     seed: Optional[int] = typer.Option(None, help="seed for the split, prompts, shuffles and the random control "
                                                   "(default: the IV's, so the test split is disjoint from its own)"),
     scale: Optional[float] = typer.Option(None, help="multiply the vector by this (default: the scale in iv.json)"),
+    injection: Optional[str] = typer.Option(None, help="residual or heads (default: the one in iv.json; --layer "
+                                                       "means residual); with --sweep, auto tries both"),
     batch_size: int = typer.Option(16, "--batch-size"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
     remote: bool = typer.Option(False, "--remote", help=REMOTE_HELP),
@@ -193,6 +211,12 @@ def evaluate_cmd(
 
     if layer is not None and sweep:
         raise typer.BadParameter("give --layer or --sweep, not both")
+    if injection not in (None, "residual", "heads", "auto"):
+        raise typer.BadParameter(f"--injection must be residual, heads or auto, got {injection!r}")
+    if injection == "auto" and not sweep:
+        raise typer.BadParameter("--injection auto needs --sweep to choose")
+    if injection == "heads" and layer is not None:
+        raise typer.BadParameter("--injection heads patches each head at its own layer: drop --layer")
     _setup(quiet)
     vec = InstructionVector.load(iv)
     ivm, _ = _load(model, backend, _remote(remote, remote_dry_run))
@@ -205,10 +229,12 @@ def evaluate_cmd(
         split = t.split(seed)
         val = encode_prompts(ivm, sample_prompts(split.valid, style="zero_shot", n=prompts, seed=seed, stream=3,
                                                  template=template))
-        sw = layer_sweep(ivm, vec, val, scales=[scale] if scale is not None else _floats(scales), progress=not quiet)
-        layer, scale = sw.best_layer, sw.best_scale
+        tried = ["residual", "heads"] if injection == "auto" else [injection or "residual"]
+        sw = layer_sweep(ivm, vec, val, scales=[scale] if scale is not None else _floats(scales), progress=not quiet,
+                         injections=tried)
+        layer, scale, injection = sw.best_layer, sw.best_scale, sw.best_injection
     ev = evaluate_iv(ivm, t, vec, layer=layer, n_prompts=prompts, shots=shots, seed=seed, scale=scale,
-                     template=template, batch_size=batch_size, progress=not quiet)
+                     template=template, batch_size=batch_size, progress=not quiet, injection=injection)
     if as_json:
         typer.echo(json.dumps(ev.to_dict()))
     else:

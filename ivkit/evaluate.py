@@ -40,7 +40,7 @@ from .hooks import add_to_residual, record_head_outputs
 from .io import progress_bar
 from .models import IVModel, length_batches
 from .tasks import DEFAULT_TEMPLATE, EncodedPrompts, PromptTemplate, Task, TaskSplit, encode_prompts, load_task, sample_prompts
-from .vectors import InstructionVector, random_like
+from .vectors import InstructionVector
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +81,32 @@ def score_prompts(
     progress: bool = False,
     desc: str = "scoring",
     record_heads: bool = False,
+    injection: str | None = None,
 ) -> Scores:
     """Rank and probability of each prompt's answer token at the last position.
 
     Args:
-        vector: optional ``(d_model,)`` vector (or IV) added after block ``layer`` at the last token,
-            times ``scale``.
+        vector: optional ``(d_model,)`` vector added after block ``layer`` at the last token, times
+            ``scale``; or an :class:`~ivkit.InstructionVector`, injected as it says
+            (:meth:`~ivkit.InstructionVector.apply`).
         layer: required with a plain vector; an IV's own layer otherwise.
         scale: the multiplier; default: an IV's own scale, 1 for a plain vector.
+        injection: for an IV, ``"residual"`` or ``"heads"``; default: the IV's own (``"residual"``
+            when ``layer`` is given).
         record_heads: also return every head's last-token output (the same pass; used by the
             extraction filter so that the mean activations cost nothing extra).
     """
-    if isinstance(vector, InstructionVector):
-        vector.check_compatible(model)
-        layer = vector.layer if layer is None else layer
-        scale = vector.scale if scale is None else scale
-        vector = vector.vector
-    scale = 1.0 if scale is None else scale
-    if vector is not None and layer is None:
+    iv = vector if isinstance(vector, InstructionVector) else None
+    if iv is not None:
+        iv.check_compatible(model)
+        injection = injection or ("residual" if layer is not None else iv.injection)
+        layer = (iv.layer if layer is None else layer) if injection == "residual" else None
+        if injection == "residual" and layer is None:
+            raise InputError("score_prompts: this IV has no injection layer; pass layer=...")
+        scale = iv.scale if scale is None else scale
+    elif vector is not None and layer is None:
         raise InputError("score_prompts: a vector needs a layer")
+    scale = 1.0 if scale is None else scale
     g = model.geometry
     ranks = torch.empty(len(prompts), dtype=torch.long)
     probs = torch.empty(len(prompts))
@@ -109,7 +116,9 @@ def score_prompts(
         batch = model.make_batch([prompts.input_ids[i] for i in idx])
         target = prompts.first_token[idx].to(model.device)
         with ExitStack() as stack:
-            if vector is not None:
+            if iv is not None:
+                stack.enter_context(iv.apply(model, layer, scale=scale, injection=injection))
+            elif vector is not None:
                 stack.enter_context(add_to_residual(model, layer, vector, scale=scale))
             rec = stack.enter_context(record_head_outputs(model)) if record_heads else None
             logits = model.forward(batch)[:, -1]
@@ -128,10 +137,12 @@ def score_prompts(
 
 @dataclass
 class LayerSweep:
-    """Accuracy of the prompts with the vector added after each layer, at each scale.
+    """Accuracy of the prompts with the vector added after each layer, at each scale (and, when
+    asked, with the IV's heads patched to ``scale *`` their means: ``injection="heads"``).
 
     Attributes:
-        layers: the layers tried (the vector is added to that block's output).
+        layers: the layers tried (the vector is added to that block's output); empty when only
+            the heads injection was swept.
         scales: the multipliers tried.
         top1: ``[scale][layer]`` top-1 accuracy.
         mean_prob: ``[scale][layer]`` mean probability of the answer token.
@@ -139,6 +150,8 @@ class LayerSweep:
         n: number of prompts.
         split: which split the prompts came from (``"valid"`` when choosing).
         method: ``"fast"`` (last-position continuation) or ``"naive"`` (a full pass per cell).
+        heads_top1, heads_prob: ``[scale]`` top-1 and mean probability with ``injection="heads"``,
+            or None when it was not tried.
     """
 
     layers: list[int]
@@ -151,39 +164,65 @@ class LayerSweep:
     split: str = "valid"
     method: str = "fast"
     seconds: float = 0.0
+    heads_top1: list[float] | None = None
+    heads_prob: list[float] | None = None
 
-    def _best(self) -> tuple[int, int]:
-        cells = [(si, li) for si in range(len(self.scales)) for li in range(len(self.layers))]
-        return max(cells, key=lambda c: (self.top1[c[0]][c[1]], self.mean_prob[c[0]][c[1]],
-                                         -self.scales[c[0]], -self.layers[c[1]]))
+    def cells(self) -> list[dict[str, Any]]:
+        """Every cell tried: ``{"injection", "layer" (None for heads), "scale", "top1", "mean_prob"}``."""
+        out = [{"injection": "residual", "layer": l, "scale": sc, "top1": self.top1[si][li],
+                "mean_prob": self.mean_prob[si][li]}
+               for si, sc in enumerate(self.scales) for li, l in enumerate(self.layers)]
+        if self.heads_top1 is not None:
+            out += [{"injection": "heads", "layer": None, "scale": sc, "top1": self.heads_top1[si],
+                     "mean_prob": self.heads_prob[si]} for si, sc in enumerate(self.scales)]
+        return out
+
+    def best(self) -> dict[str, Any]:
+        """The chosen cell: highest top-1 accuracy; ties go to the higher mean probability, then
+        residual injection (the reference recipe) over heads, then the smaller scale, then the
+        lower layer."""
+        cells = self.cells()
+        if not cells:
+            raise InputError("the sweep tried no cell")
+        return max(cells, key=lambda c: (c["top1"], c["mean_prob"], c["injection"] == "residual", -c["scale"],
+                                         -(c["layer"] or 0)))
 
     @property
-    def best_layer(self) -> int:
-        """Highest top-1 accuracy; ties go to the higher mean probability, then the smaller scale,
-        then the lower layer."""
-        return self.layers[self._best()[1]]
+    def best_injection(self) -> str:
+        return self.best()["injection"]
+
+    @property
+    def best_layer(self) -> int | None:
+        """The chosen cell's layer (see :meth:`best`); None when the heads injection won."""
+        return self.best()["layer"]
 
     @property
     def best_scale(self) -> float:
-        return self.scales[self._best()[0]]
+        return self.best()["scale"]
 
     @property
     def best_top1(self) -> float:
-        si, li = self._best()
-        return self.top1[si][li]
+        return self.best()["top1"]
+
+    @property
+    def best_prob(self) -> float:
+        return self.best()["mean_prob"]
 
     def to_pandas(self):
-        """One row per (scale, layer): ``scale, layer, top1, mean_prob``."""
+        """One row per cell: ``injection, scale, layer, top1, mean_prob`` (layer None for heads)."""
         import pandas as pd
 
-        return pd.DataFrame([{"scale": sc, "layer": l, "top1": self.top1[si][li], "mean_prob": self.mean_prob[si][li]}
-                             for si, sc in enumerate(self.scales) for li, l in enumerate(self.layers)])
+        return pd.DataFrame([{k: c[k] for k in ("injection", "scale", "layer", "top1", "mean_prob")}
+                             for c in self.cells()])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layers": self.layers, "scales": self.scales, "top1": self.top1, "mean_prob": self.mean_prob,
-                "baseline_top1": self.baseline_top1, "baseline_prob": self.baseline_prob, "n": self.n,
-                "split": self.split, "method": self.method, "best_layer": self.best_layer,
-                "best_scale": self.best_scale, "best_top1": self.best_top1, "seconds": self.seconds}
+        out = {"layers": self.layers, "scales": self.scales, "top1": self.top1, "mean_prob": self.mean_prob,
+               "baseline_top1": self.baseline_top1, "baseline_prob": self.baseline_prob, "n": self.n,
+               "split": self.split, "method": self.method, "best_layer": self.best_layer,
+               "best_scale": self.best_scale, "best_top1": self.best_top1, "seconds": self.seconds}
+        if self.heads_top1 is not None:
+            out.update(heads_top1=self.heads_top1, heads_prob=self.heads_prob, best_injection=self.best_injection)
+        return out
 
     def plot(self, title: str | None = None):
         from .plotting import plot_layer_sweep
@@ -263,9 +302,11 @@ def layer_sweep(
     max_memory_mb: float = 1024.0,
     progress: bool = True,
     split: str = "valid",
+    injections: Sequence[str] = ("residual",),
 ) -> LayerSweep:
     """Score ``prompts`` with the vector added after each layer in ``layers`` (default: all),
-    at each multiplier in ``scales``.
+    at each multiplier in ``scales``; with ``"heads"`` in ``injections`` (``vector`` must then be
+    an IV), also with the IV's heads patched to ``scale *`` their means, one cell per scale.
 
     ``method="fast"`` re-runs only the last position from the layer above up (exact; it falls
     back to ``"naive"``, a full pass per cell, where the model does not allow it). The default,
@@ -275,13 +316,34 @@ def layer_sweep(
     """
     from .fast import FastPathUnsupported
 
+    from .vectors import INJECTIONS
+
     t0 = time.perf_counter()
-    if isinstance(vector, InstructionVector):
-        vector.check_compatible(model)
-        vector = vector.vector
+    injections = list(injections)
+    if not injections or set(injections) - set(INJECTIONS):
+        raise InputError(f"injections must be a non-empty subset of {INJECTIONS}, got {injections}")
+    iv = vector if isinstance(vector, InstructionVector) else None
+    if iv is not None:
+        iv.check_compatible(model)
+        vector = iv.vector
+    elif "heads" in injections:
+        raise InputError("the heads injection needs an InstructionVector (its heads and their means), "
+                         "not a plain vector")
     if scale is not None:
         scales = (scale,)
     scales = [float(x) for x in scales]
+    heads_top1 = heads_prob = None
+    if "heads" in injections:
+        heads_top1, heads_prob = [], []
+        for sc in progress_bar(scales, desc="heads sweep", progress=progress):
+            s = score_prompts(model, prompts, vector=iv, scale=sc, injection="heads", batch_size=batch_size)
+            heads_top1.append(s.accuracy(1))
+            heads_prob.append(s.mean_prob)
+        if "residual" not in injections:
+            base = score_prompts(model, prompts, batch_size=batch_size)
+            return LayerSweep([], scales, [[] for _ in scales], [[] for _ in scales], base.accuracy(1),
+                              base.mean_prob, len(prompts), split, "naive", time.perf_counter() - t0,
+                              heads_top1, heads_prob)
     layers = list(range(model.geometry.n_layers)) if layers is None else list(layers)
     if method is None:
         method = "fast" if model.backend.supports_fast else "naive"
@@ -302,7 +364,8 @@ def layer_sweep(
         base = score_prompts(model, prompts, batch_size=batch_size)
         b1, bp = base.accuracy(1), base.mean_prob
         top1, mprob = _sweep_naive(model, vector, prompts, layers, scales, batch_size, progress)
-    return LayerSweep(layers, scales, top1, mprob, b1, bp, len(prompts), split, used, time.perf_counter() - t0)
+    return LayerSweep(layers, scales, top1, mprob, b1, bp, len(prompts), split, used, time.perf_counter() - t0,
+                      heads_top1, heads_prob)
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,15 +381,15 @@ class Evaluation:
         results: condition -> ``{"top1", "top2", "top3", "mean_prob", "top1_icl_correct"}``; the
             last is top-1 on the queries clean few-shot answers right (None when there are none or
             ``few_shot`` was not run).
-        layer: injection layer used.
+        layer: injection layer used (None with ``injection="heads"``).
         n: number of test queries (the same in every condition).
-        info: task, model, seed, shots, scale, seconds.
+        info: task, model, seed, shots, scale, injection, seconds.
         n_icl_correct: how many of the ``n`` queries clean few-shot answers right (None when
             ``few_shot`` was not run).
     """
 
     results: dict[str, dict[str, float]]
-    layer: int
+    layer: int | None
     n: int
     info: dict[str, Any] = field(default_factory=dict)
     n_icl_correct: int | None = None
@@ -422,13 +485,15 @@ def evaluate_iv(
     batch_size: int = 16,
     progress: bool = True,
     conditions: Sequence[str] = CONDITIONS,
+    injection: str | None = None,
 ) -> Evaluation:
     """Top-1/2/3 first-token accuracy on the test split in the six :data:`CONDITIONS` (or the
     subset named in ``conditions``).
 
     Args:
         task: the task (its seeded split gives the test queries and the demonstrations).
-        iv: the instruction vector; ``layer`` and ``scale`` default to the ones it carries.
+        iv: the instruction vector; ``layer``, ``scale`` and ``injection`` default to the ones it
+            carries (a given ``layer`` means residual injection there).
         n_prompts: at most this many test queries.
         shots: demonstrations in the few-shot conditions; default: the IV's (10).
         seed: seeds the split, the query order, the demonstrations, the shuffles and the random
@@ -436,25 +501,37 @@ def evaluate_iv(
             extracted with, so that the test split is disjoint from the queries it was built
             and its layer chosen on; another seed logs a warning.
         template: the prompt template; default: the IV's.
+        injection: ``"residual"`` or ``"heads"`` (see :meth:`~ivkit.InstructionVector.apply`).
+
+    The random control injects the same way with random directions of the same norms: a random
+    ``(d_model,)`` vector of the IV's norm (residual), or each head set to a random direction of
+    its mean's norm (heads); see :meth:`~ivkit.InstructionVector.with_random_directions`.
     """
     t0 = time.perf_counter()
     task = load_task(task)
     iv.check_compatible(model)
     seed, shots, template = iv_protocol(iv, task, seed=seed, shots=shots, template=template)
-    layer = iv.layer if layer is None else layer
+    injection = injection or ("residual" if layer is not None else iv.injection)
+    if injection == "residual":
+        layer = iv.layer if layer is None else layer
+        if layer is None:
+            raise InputError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
+    elif injection == "heads":
+        if layer is not None:
+            raise InputError("injection='heads' patches each head at its own layer: leave layer out")
+    else:
+        raise InputError(f"injection must be residual or heads, got {injection!r}")
     scale = iv.scale if scale is None else scale
-    if layer is None:
-        raise InputError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:
         raise InputError(f"unknown conditions {sorted(unknown)}; choose from {CONDITIONS}")
     sets = evaluation_prompts(model, task, n_prompts=n_prompts, shots=shots, seed=seed, template=template, split=split)
-    control = random_like(iv, seed)
+    control = iv.with_random_directions(seed)  # its vector is random_like(iv, seed)
     runs = {
         "zero_shot": ("zero_shot", None),
-        "zero_shot_iv": ("zero_shot", iv.vector),
+        "zero_shot_iv": ("zero_shot", iv),
         "shuffled": ("shuffled", None),
-        "shuffled_iv": ("shuffled", iv.vector),
+        "shuffled_iv": ("shuffled", iv),
         "few_shot": ("few_shot", None),
         "random_control": ("zero_shot", control),
     }
@@ -462,13 +539,13 @@ def evaluate_iv(
     for cond in progress_bar([c for c in CONDITIONS if c in conditions], desc="evaluate", progress=progress):
         style, vec = runs[cond]
         s = score_prompts(model, sets[style], vector=vec, layer=layer if vec is not None else None, scale=scale,
-                          batch_size=batch_size)
+                          injection=injection if vec is not None else None, batch_size=batch_size)
         results[cond], scores[cond] = _metrics(s), s
     # The reference protocol: accuracy on the queries the model answers right with clean shots.
     icl_right = scores["few_shot"].ranks == 0 if "few_shot" in scores else None
     for cond, s in scores.items():
         results[cond]["top1_icl_correct"] = top1_on(s, icl_right) if icl_right is not None else None
     info = {"task": task.name, "model": model.name, "seed": seed, "shots": shots, "scale": scale,
-            "seconds": round(time.perf_counter() - t0, 2)}
+            "injection": injection, "k": iv.k, "seconds": round(time.perf_counter() - t0, 2)}
     return Evaluation(results, layer, len(sets["zero_shot"]), info,
                       int(icl_right.sum()) if icl_right is not None else None)

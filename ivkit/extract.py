@@ -10,7 +10,8 @@ Stages (each one is also callable on its own; see the functions named):
 4. **indirect effects** on ``trials`` corrupted prompts, the next kept prompts with their
    demonstrations' labels shuffled (:func:`ivkit.indirect_effects`);
 5. **build** the IV from the top ``k`` heads (:meth:`ivkit.InstructionVector.build`);
-6. **layer sweep** on zero-shot prompts of the validation split (:func:`ivkit.layer_sweep`).
+6. **layer sweep** on zero-shot prompts of the validation split (:func:`ivkit.layer_sweep`): the
+   injection layer and scale (and k, and with ``injection="auto"`` residual or heads injection).
 """
 
 from __future__ import annotations
@@ -235,6 +236,7 @@ def extract(
     sweep: bool = True,
     sweep_prompts: int = 100,
     scales: Sequence[float] = (1.0, 2.0, 3.0, 4.0),
+    injection: str = "residual",
     filter_correct: bool = True,
     batch_size: int = 16,
     progress: bool = True,
@@ -263,13 +265,18 @@ def extract(
         sweep_prompts: at most this many validation queries in the sweep.
         scales: the multipliers the sweep tries with every layer (``(1.0,)`` for the reference
             recipe, which always injects at scale 1).
+        injection: ``"residual"`` (the reference recipe: add the vector after one layer),
+            ``"heads"`` (patch each top head to ``scale *`` its mean at its own layer) or
+            ``"auto"`` (the validation sweep chooses); see :mod:`ivkit.vectors`.
         filter_correct: keep only clean prompts the model answers right (the reference recipe).
             Turn off only for models that cannot do the task at all, such as random-init tests.
         batch_size: prompts per forward pass.
     """
     task = load_task(task)
     ks = _check_options(model, top_k=top_k, method=method, metric=metric, style=style, post_norm=post_norm,
-                        sweep=sweep, scales=scales, shots=shots, mean_prompts=mean_prompts, trials=trials)
+                        sweep=sweep, scales=scales, shots=shots, mean_prompts=mean_prompts, trials=trials,
+                        injection=injection)
+    injections = ["residual", "heads"] if injection == "auto" else [injection]
     timings: dict[str, float] = {}
 
     # 1-2. Clean prompts from training queries, filtered to the ones the model gets right.
@@ -303,6 +310,9 @@ def extract(
         task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
         shots=shots, mean_prompts=len(prompts.mean), trials=len(corrupted), filter=fstats,
     ) for k in ks]
+    if injection == "heads":
+        for c in candidates:
+            c.injection = "heads"
     timings["build"] = time.perf_counter() - t0
 
     # 6. Injection layer and scale (and k, when several are given), chosen on the validation split.
@@ -313,14 +323,16 @@ def extract(
                                                    template=template, stream=3))
         memory = {"max_memory_mb": method_options["max_memory_mb"]} if "max_memory_mb" in method_options else {}
         sweeps = [layer_sweep(model, c, val, scales=scales, batch_size=batch_size * 2, progress=progress,
-                              split="valid", **memory) for c in candidates]
-        best = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, _best_prob(sweeps[i]), -ks[i]))
+                              split="valid", injections=injections, **memory) for c in candidates]
+        best = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, sweeps[i].best_prob, -ks[i]))
         iv, sw = candidates[best], sweeps[best]
-        iv.layer, iv.scale = sw.best_layer, sw.best_scale
+        iv.injection, iv.layer, iv.scale = sw.best_injection, sw.best_layer, sw.best_scale
         iv.meta["layer_selection"] = {"split": "valid", "n": sw.n, "style": "zero_shot", "scales": list(sw.scales),
+                                      "injections": injections, "injection": iv.injection,
                                       "top1": sw.best_top1, "baseline_top1": sw.baseline_top1,
-                                      "criterion": "top-1 accuracy, then mean answer probability, "
-                                                   "then the smaller scale, then the lower layer"}
+                                      "criterion": "top-1 accuracy, then mean answer probability, then residual "
+                                                   "over heads injection, then the smaller scale, then the "
+                                                   "lower layer"}
         if len(ks) > 1:
             iv.meta["k_selection"] = {"candidates": ks, "valid_top1": [s.best_top1 for s in sweeps],
                                       "criterion": "top-1 accuracy, then mean answer probability, then the smaller k"}
@@ -329,7 +341,7 @@ def extract(
 
 
 def _check_options(model: IVModel, *, top_k, method, metric, style, post_norm, sweep, scales, shots,
-                   mean_prompts, trials) -> list[int]:
+                   mean_prompts, trials, injection="residual") -> list[int]:
     """Every argument of :func:`extract` checked before any forward pass, so that a typo costs
     nothing; returns the sorted ``top_k`` candidates."""
     from .mediation import METRICS, resolve_method
@@ -347,6 +359,10 @@ def _check_options(model: IVModel, *, top_k, method, metric, style, post_norm, s
         raise InputError(f"unknown metric {metric!r}; use one of {METRICS}")
     if style not in ("few_shot", "instruction"):
         raise InputError(f"clean prompts must be few_shot or instruction, got {style!r}")
+    if injection not in ("residual", "heads", "auto"):
+        raise InputError(f"injection must be residual, heads or auto, got {injection!r}")
+    if injection == "auto" and not sweep:
+        raise InputError("injection='auto' needs the validation sweep to choose between residual and heads")
     if post_norm not in POST_NORM_MODES:
         raise InputError(f"post_norm must be one of {POST_NORM_MODES}, got {post_norm!r}")
     if sweep and (not list(scales) or not all(np.isfinite(float(x)) for x in scales)):
@@ -359,6 +375,3 @@ def _check_options(model: IVModel, *, top_k, method, metric, style, post_norm, s
     check_weights_local(model)         # building the IV needs W_O here (not on NDIF)
     return ks
 
-
-def _best_prob(sw: LayerSweep) -> float:
-    return sw.mean_prob[sw.scales.index(sw.best_scale)][sw.layers.index(sw.best_layer)]

@@ -7,7 +7,8 @@ through the model's backend: plain hooks, a TransformerBridge, or an nnsight tra
 NDIF) once per new token. With an IV, ``scale * vector`` is added to the output of block
 ``layer`` at the last prompt token and at every generated token: what KV-cached generation does
 under :meth:`ivkit.InstructionVector.apply`, where the hook adds it to each new position as it
-is processed (tested to give the same tokens).
+is processed (tested to give the same tokens). An IV whose ``injection`` is ``"heads"`` instead
+sets its heads to ``scale *`` their means at those same positions.
 
 Gotchas
 -------
@@ -86,10 +87,7 @@ def generate_ids(
         raise InputError("give iv or vector, not both")
     if iv is not None:
         iv.check_compatible(model)
-        vector = iv.vector
-        layer = iv.layer if layer is None else layer
-        scale = iv.scale if scale is None else scale
-        if layer is None:
+        if layer is None and iv.injection == "residual" and iv.layer is None:
             raise InputError("this IV has no injection layer yet: pass layer=...")
     elif vector is not None and layer is None:
         raise InputError("a raw vector needs layer=...")
@@ -102,9 +100,13 @@ def generate_ids(
         new: list[list[int]] = [[] for _ in rows]
         for step in range(max_new_tokens):
             # the last prompt token and every token generated so far: the last step + 1 positions
-            ctx = (add_to_residual(model, layer, vector, scale=1.0 if scale is None else scale,
-                                   positions=slice(-(step + 1), None))
-                   if vector is not None else nullcontext())
+            where = slice(-(step + 1), None)
+            if iv is not None:
+                ctx = iv.apply(model, layer, scale=scale, positions=where)
+            elif vector is not None:
+                ctx = add_to_residual(model, layer, vector, scale=1.0 if scale is None else scale, positions=where)
+            else:
+                ctx = nullcontext()
             with ctx:
                 logits = model.forward(model.make_batch(rows))[:, -1]
             for r, t in enumerate(logits.argmax(-1).tolist()):

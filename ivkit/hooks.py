@@ -12,7 +12,9 @@ block output (residual)   output of decoder block ``L``               ``(B, T, d
 ========================  ==========================================  ==============================
 
 Positions are either one int for every row (``-1``, the last token, the default: batches are
-left-padded so the last token is always at ``-1``) or a ``(B,)`` tensor of indices.
+left-padded so the last token is always at ``-1``) or a ``(B,)`` tensor of indices. Patching
+heads and adding to the residual stream also take a ``slice`` of positions, applied to every row
+(generation uses ``slice(-n, None)``: the last prompt token and the tokens generated so far).
 
 Gotchas
 -------
@@ -105,16 +107,22 @@ class HeadPatch(Intervention):
     site = "heads"
 
     def __init__(self, layer: int, mask: torch.Tensor, values: torch.Tensor, n_heads: int, d_head: int,
-                 positions: Positions = -1):
+                 positions: Positions | slice = -1):
         self.layers = (layer,)
         self.mask, self.values, self.positions = mask.bool(), values, positions
         self.n_heads, self.d_head = n_heads, d_head
 
     def edit(self, layer: int, x: torch.Tensor) -> torch.Tensor:
-        rows, pos = _rows_and_positions(self.positions, x.shape[0], x.shape[1], x.device)
-        z = rearrange(x[rows, pos], "b (h d) -> b h d", h=self.n_heads)
         m = self.mask.to(x.device).expand(x.shape[0], self.n_heads)
         v = self.values.to(device=x.device, dtype=x.dtype).expand(x.shape[0], self.n_heads, self.d_head)
+        if isinstance(self.positions, slice):  # the same heads at several positions of every row
+            out = x.clone()
+            z = rearrange(out[:, self.positions], "b t (h d) -> b t h d", h=self.n_heads)
+            new = torch.where(m[:, None, :, None], v[:, None], z)
+            out[:, self.positions] = rearrange(new, "b t h d -> b t (h d)")
+            return out
+        rows, pos = _rows_and_positions(self.positions, x.shape[0], x.shape[1], x.device)
+        z = rearrange(x[rows, pos], "b (h d) -> b h d", h=self.n_heads)
         new = torch.where(m[..., None], v, z)
         return x.index_put((rows, pos), rearrange(new, "b h d -> b (h d)"))
 
@@ -196,7 +204,7 @@ def record_head_outputs(
 
 @contextmanager
 def patch_head_outputs(
-    model: IVModel, patches: Mapping[int, tuple[torch.Tensor, torch.Tensor]], *, positions: Positions = -1
+    model: IVModel, patches: Mapping[int, tuple[torch.Tensor, torch.Tensor]], *, positions: Positions | slice = -1
 ) -> Iterator[None]:
     """Replace chosen heads' outputs at ``positions`` before the output projection.
 
@@ -220,7 +228,7 @@ def patch_head_outputs(
             d()
 
 
-def patch_heads(model: IVModel, values: Mapping[tuple[int, int], torch.Tensor], *, positions: Positions = -1):
+def patch_heads(model: IVModel, values: Mapping[tuple[int, int], torch.Tensor], *, positions: Positions | slice = -1):
     """Convenience form of :func:`patch_head_outputs`: ``{(layer, head): value (d_head,)}``, the
     same for every row. Returns the context manager."""
     g = model.geometry

@@ -7,6 +7,17 @@ output pushed through that head's slice of ``W_O`` (the attention output project
 excluded). Added to the residual stream after decoder block ``L`` at the last token, it should make
 a zero-shot prompt behave like a few-shot one.
 
+Two ways to inject it
+---------------------
+* ``injection="residual"`` (the function-vectors recipe, the default): ``scale * vector`` is added
+  to the output of block ``layer`` at the last token.
+* ``injection="heads"``: each of the top-``k`` heads' outputs at the last token is *replaced* by
+  ``scale *`` its mean (``head_means``), at its own layer, before ``W_O``. The same heads and the
+  same means, so the same vector, but each term enters the residual stream where it was produced
+  and the heads' own zero-shot outputs are removed. It has no layer. On SmolLM2 it is what makes
+  ``choose_first_of_3`` work (see ``docs/results.md``). ``ivkit.extract(..., injection="auto")``
+  lets the validation split choose between the two.
+
 Gemma 2/3
 ---------
 Two quirks are handled explicitly:
@@ -32,6 +43,7 @@ task, template, seed, ivkit version). ``load(dir)`` reads them without unpicklin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from contextlib import contextmanager
@@ -42,7 +54,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .errors import ArtifactError, IncompatibleVectorError, InputError
-from .hooks import Positions, add_to_residual
+from .hooks import Positions, add_to_residual, patch_heads
 from .io import atomic_save_safetensors, atomic_write_text, json_safe
 from .mediation import IndirectEffects, check_mean_activations
 from .models import IVModel
@@ -51,6 +63,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "ivkit.iv/1"
 POST_NORM_MODES = ("linearized", "ignore")
+INJECTIONS = ("residual", "heads")
 
 
 def _version() -> str:
@@ -129,8 +142,11 @@ class InstructionVector:
         head_means: ``(k, d_head)`` each head's mean output.
         head_contributions: ``(k, d_model)`` each head's term of ``vector``.
         mean_activations: ``(n_layers, n_heads, d_head)`` all heads' means, or None.
-        layer: the injection layer (block index), or None until chosen.
+        layer: the injection layer (block index) of ``injection="residual"``; None until chosen,
+            and always None for ``"heads"``.
         scale: the multiplier applied when injecting (chosen with the layer; 1 by default).
+        injection: ``"residual"`` (add ``scale * vector`` after block ``layer``) or ``"heads"``
+            (set each top head's output to ``scale *`` its mean); see the module docstring.
         meta: provenance: model id, config hash, geometry, task, template, seed, version, ...
     """
 
@@ -143,6 +159,11 @@ class InstructionVector:
     layer: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     scale: float = 1.0
+    injection: str = "residual"
+
+    def __post_init__(self) -> None:
+        if self.injection not in INJECTIONS:
+            raise InputError(f"injection must be one of {INJECTIONS}, got {self.injection!r}")
 
     # ---- construction --------------------------------------------------------------------
 
@@ -233,8 +254,9 @@ class InstructionVector:
 
     def __repr__(self) -> str:
         m = self.meta.get("model", {})
+        where = f"layer={self.layer}" if self.injection == "residual" else "injection='heads'"
         return (f"InstructionVector(model={m.get('id')!r}, task={self.meta.get('task')!r}, k={self.k}, "
-                f"layer={self.layer}, scale={self.scale:g}, norm={self.norm:.3f})")
+                f"{where}, scale={self.scale:g}, norm={self.norm:.3f})")
 
     # ---- compatibility and application ---------------------------------------------------
 
@@ -262,18 +284,47 @@ class InstructionVector:
 
     @contextmanager
     def apply(self, model: IVModel, layer: int | None = None, *, scale: float | None = None,
-              positions: Positions = -1) -> Iterator[None]:
-        """Inside the ``with`` block, every forward pass adds ``scale * vector`` to the output of
-        block ``layer`` at the last position; during generation, at each new token. ``layer`` and
-        ``scale`` default to :attr:`layer` and :attr:`scale`."""
+              positions: Positions | slice = -1, injection: str | None = None) -> Iterator[None]:
+        """Inside the ``with`` block, every forward pass injects the IV at ``positions`` (the last
+        token; during generation, each new token).
+
+        ``injection="residual"`` adds ``scale * vector`` to the output of block ``layer``;
+        ``injection="heads"`` replaces each top head's output ``(d_head,)`` with ``scale *`` its
+        mean before that layer's ``W_O``. ``layer``, ``scale`` and ``injection`` default to the
+        IV's own; giving a ``layer`` to an IV whose injection is ``"heads"`` means residual
+        injection at that layer.
+        """
         self.check_compatible(model)
-        layer = self.layer if layer is None else layer
+        injection = injection or ("residual" if layer is not None else self.injection)
+        if injection not in INJECTIONS:
+            raise InputError(f"injection must be one of {INJECTIONS}, got {injection!r}")
         scale = self.scale if scale is None else scale
+        if injection == "heads":
+            if layer is not None:
+                raise InputError("injection='heads' patches each head at its own layer: leave layer out")
+            with patch_heads(model, {hd: scale * m for hd, m in zip(self.heads, self.head_means)},
+                             positions=positions):
+                yield
+            return
+        layer = self.layer if layer is None else layer
         if layer is None:
-            raise InputError("this IV has no injection layer yet: pass layer=..., or choose one with "
-                             "ivkit.layer_sweep")
+            raise InputError("this IV has no injection layer yet: pass layer=..., choose one with "
+                             "ivkit.layer_sweep, or use injection='heads'")
         with add_to_residual(model, layer, self.vector, scale=scale, positions=positions):
             yield
+
+    def with_random_directions(self, seed: int = 0) -> "InstructionVector":
+        """The control: a copy whose ``vector`` is a random direction of the IV's norm and whose
+        ``head_means`` are random directions of each head mean's norm (same heads, layer, scale and
+        injection), from a generator seeded with ``seed``."""
+        gen = torch.Generator().manual_seed(int(seed))
+        v = torch.randn(self.vector.shape, generator=gen, dtype=torch.float64)
+        hm = torch.randn(self.head_means.shape, generator=gen, dtype=torch.float64)
+        hm = hm / hm.norm(dim=-1, keepdim=True) * self.head_means.double().norm(dim=-1, keepdim=True)
+        return dataclasses.replace(
+            self, vector=(v / v.norm() * self.vector.double().norm()).float(), head_means=hm.float(),
+            head_contributions=torch.full_like(self.head_contributions, float("nan")), mean_activations=None,
+            meta={**self.meta, "control": f"random directions, seed {int(seed)}"})
 
     # ---- files ---------------------------------------------------------------------------
 
@@ -291,6 +342,7 @@ class InstructionVector:
             "tensors_sha256": _sha256(directory / "iv.safetensors"),
             "layer": self.layer,
             "scale": self.scale,
+            "injection": self.injection,
             "k": self.k,
             "heads": [{"layer": l, "head": h, "aie": json_safe(float(a))} for (l, h), a in zip(self.heads, self.head_aie)],
             "norm": self.norm,
@@ -334,16 +386,19 @@ class InstructionVector:
             aies = [_nan(h.get("aie")) for h in sidecar["heads"]]
             layer = None if sidecar.get("layer") is None else int(sidecar["layer"])
             scale = float(sidecar.get("scale", 1.0))
+            injection = str(sidecar.get("injection") or "residual")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ArtifactError(f"{js} is malformed ({type(e).__name__}: {e}): it needs a 'heads' list of "
                                 f"{{layer, head, aie}}; re-run ivkit extract") from None
         if tensors["head_means"].shape[0] != len(heads):
             raise ArtifactError(f"{directory}: iv.json lists {len(heads)} heads but the tensors hold "
                                 f"{tensors['head_means'].shape[0]}")
+        if injection not in INJECTIONS:
+            raise ArtifactError(f"{js} has injection {injection!r}; ivkit knows {INJECTIONS}")
         meta = {k: v for k, v in sidecar.items()
-                if k not in {"format", "layer", "scale", "k", "heads", "norm", "tensors_sha256"}}
+                if k not in {"format", "layer", "scale", "k", "heads", "norm", "tensors_sha256", "injection"}}
         iv = cls(tensors["vector"], heads, aies, tensors["head_means"], tensors["head_contributions"],
-                 tensors.get("mean_activations"), layer, meta, scale)
+                 tensors.get("mean_activations"), layer, meta, scale, injection)
         if model is not None:
             iv.check_compatible(model)
         return iv

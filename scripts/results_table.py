@@ -32,6 +32,11 @@ def run(cmd: list[str]) -> dict:
     return out
 
 
+def _where(ev: dict) -> str:
+    """The injection column: "layer L" (residual) or "heads" (each top head patched)."""
+    return "heads" if ev.get("injection") == "heads" else f"layer {ev['layer']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("tasks", nargs="+")
@@ -52,12 +57,14 @@ def main() -> None:
         print(json.dumps({"task": task, **{k: ev[k] for k in ("zero_shot", "zero_shot_iv", "shuffled", "shuffled_iv",
                                                              "few_shot", "random_control", "layer", "icl_correct",
                                                              "n_icl_correct")},
-                          "scale": ex["scale"], "timings": ex["timings"]}), flush=True)
+                          "scale": ex["scale"], "injection": ex.get("injection", "residual"), "k": ex.get("k"),
+                          "timings": ex["timings"]}), flush=True)
 
     lines = [
         f"| task | zero-shot | zero-shot + IV | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
-        f"IV / 10-shot | zero-shot + IV on ICL-right | shuffled + IV on ICL-right | layer | scale | n (ICL-right) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"IV / 10-shot | zero-shot + IV on ICL-right | shuffled + IV on ICL-right | injection | k | scale | "
+        f"n (ICL-right) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f2(x):
@@ -69,11 +76,12 @@ def main() -> None:
         lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{ev['zero_shot_iv']:.2f}** | {ev['shuffled']:.2f} | "
                      f"{ev['shuffled_iv']:.2f} | {ev['few_shot']:.2f} | {ev['random_control']:.2f} | {f2(ratio)} | "
                      f"**{f2(sub.get('zero_shot_iv'))}** | {f2(sub.get('shuffled_iv'))} | "
-                     f"{ev['layer']} | {ex['scale']:g} | {ev['n']} ({ev.get('n_icl_correct')}) |")
-    lines += ["", "| task | top-10 heads (layer.head, by AIE) | seconds: load / filter+means / AIE / sweep / evaluate |",
+                     f"{_where(ev)} | {ex.get('k', len(ex['heads']))} | {ex['scale']:g} | "
+                     f"{ev['n']} ({ev.get('n_icl_correct')}) |")
+    lines += ["", "| task | top heads (layer.head, by AIE; the first 10) | seconds: load / filter+means / AIE / sweep / evaluate |",
               "|---|---|---|"]
     for task, ex, ev, _, _ in rows:
-        heads = " ".join(f"{l}.{h}" for l, h, _ in ex["heads"])
+        heads = " ".join(f"{l}.{h}" for l, h, _ in ex["heads"][:10])
         t = ex["timings"]
         lines.append(f"| {task} | {heads} | {t.get('load', 0):.1f} / {t.get('filter', 0) + t.get('mean_activations', 0):.1f}"
                      f" / {t.get('indirect_effects', 0):.1f} / {t.get('layer_sweep', 0):.1f} / {ev.get('seconds', 0):.1f} |")

@@ -159,3 +159,33 @@ def test_remote_is_a_flag(tiny_llama_dir, tmp_path):
     assert proc.returncode == 2 and "--backend nnsight" in proc.stderr
     proc = run("extract", tiny_llama_dir, "antonym", "--out", tmp_path / "x", "--remote", "--remote-dry-run")
     assert proc.returncode == 2 and "not both" in proc.stderr
+
+
+def test_heads_injection_through_the_cli(extracted, tiny_llama_dir, tmp_path):
+    _, task, _ = extracted
+    out = tmp_path / "heads"
+    proc = run("extract", tiny_llama_dir, task, "--out", out, "--shots", 3, "--mean-prompts", 5, "--trials", 2,
+               "--top-k", 3, "--seed", 1, "--no-filter", "--injection", "heads", "--scales", "1,3", "--json",
+               check=True)
+    summary = json.loads(proc.stdout)
+    assert summary["injection"] == "heads" and summary["layer"] is None and summary["k"] == 3
+    assert json.loads((out / "iv.json").read_text())["injection"] == "heads"
+    res = json.loads(run("evaluate", tiny_llama_dir, task, "--iv", out, "--prompts", 6, "--shots", 3, "--json",
+                         check=True).stdout)
+    assert res["injection"] == "heads" and res["layer"] is None and res["scale"] == summary["scale"]
+    res = json.loads(run("evaluate", tiny_llama_dir, task, "--iv", out, "--prompts", 6, "--shots", 3, "--sweep",
+                         "--injection", "auto", "--json", check=True).stdout)
+    assert res["injection"] in ("residual", "heads") and (res["layer"] is None) == (res["injection"] == "heads")
+    table = run("evaluate", tiny_llama_dir, task, "--iv", out, "--prompts", 6, "--shots", 3, check=True).stdout
+    assert "IV patched into its 3 heads" in table
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["extract", "m", "t", "--out", "x", "--injection", "sideways"], "--injection must be residual, heads or auto"),
+    (["extract", "m", "t", "--out", "x", "--injection", "heads", "--layer", "2"], "does not go with --injection"),
+    (["evaluate", "m", "t", "--iv", "x", "--injection", "auto"], "--injection auto needs --sweep"),
+    (["evaluate", "m", "t", "--iv", "x", "--injection", "heads", "--layer", "1"], "drop --layer"),
+])
+def test_injection_usage_errors_come_before_any_load(args, needle):
+    proc = run(*args)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

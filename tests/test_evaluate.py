@@ -162,3 +162,49 @@ def test_scoring_with_an_iv_uses_its_layer_and_scale(tiny_llama, iv):
     b = score_prompts(tiny_llama, enc, vector=iv.vector, layer=2, scale=3.0)
     assert torch.equal(a.probs, b.probs)
     assert not torch.equal(a.probs, score_prompts(tiny_llama, enc, vector=iv.vector, layer=2).probs)  # scale 1
+
+
+def test_sweep_with_the_heads_injection(tiny_llama, iv):
+    enc = prompts_of_mixed_lengths(tiny_llama, n=6, style="zero_shot")
+    sw = layer_sweep(tiny_llama, iv, enc, scales=(1.0, 3.0), injections=("residual", "heads"), progress=False)
+    for si, sc in enumerate((1.0, 3.0)):
+        s = score_prompts(tiny_llama, enc, vector=iv, scale=sc, injection="heads")
+        assert sw.heads_top1[si] == pytest.approx(s.accuracy(1)) and sw.heads_prob[si] == pytest.approx(s.mean_prob)
+    assert len(sw.cells()) == 2 * len(sw.layers) + 2 and len(sw.to_pandas()) == len(sw.cells())
+    best = max(sw.cells(), key=lambda c: (c["top1"], c["mean_prob"]))
+    assert (sw.best_top1, sw.best_prob) == (best["top1"], best["mean_prob"])
+    assert (sw.best_layer is None) == (sw.best_injection == "heads")
+    only = layer_sweep(tiny_llama, iv, enc, scales=(1.0, 3.0), injections=("heads",), progress=False)
+    assert only.layers == [] and only.heads_top1 == sw.heads_top1 and only.best_injection == "heads"
+    with pytest.raises(ValueError, match="needs an InstructionVector"):
+        layer_sweep(tiny_llama, iv.vector, enc, injections=("heads",))
+    with pytest.raises(ValueError, match="injections must be"):
+        layer_sweep(tiny_llama, iv, enc, injections=("sideways",))
+
+
+def test_heads_wins_a_tie_only_on_probability():
+    sw = LayerSweep([0, 1], [1.0, 2.0], [[0.5, 0.6], [0.5, 0.5]], [[0.2, 0.3], [0.2, 0.2]], 0.0, 0.0, 10,
+                    heads_top1=[0.6, 0.4], heads_prob=[0.3, 0.9])
+    assert (sw.best_injection, sw.best_layer, sw.best_scale) == ("residual", 1, 1.0)  # exact tie: residual
+    sw.heads_prob = [0.31, 0.9]
+    assert (sw.best_injection, sw.best_layer, sw.best_scale) == ("heads", None, 1.0)
+    assert sw.to_dict()["best_injection"] == "heads"
+
+
+def test_evaluation_with_the_heads_injection(tiny_llama, iv):
+    heads_iv = InstructionVector.build(tiny_llama, iv.mean_activations, heads=iv.heads)
+    heads_iv.injection, heads_iv.scale = "heads", 2.0
+    ev = evaluate_iv(tiny_llama, "antonym", heads_iv, n_prompts=8, shots=3, seed=5, progress=False)
+    assert ev.layer is None and ev.info["injection"] == "heads" and ev.to_dict()["layer"] is None
+    from ivkit.evaluate import evaluation_prompts
+
+    zs = evaluation_prompts(tiny_llama, "antonym", n_prompts=8, shots=3, seed=5)["zero_shot"]
+    assert ev.results["zero_shot_iv"]["mean_prob"] == pytest.approx(
+        score_prompts(tiny_llama, zs, vector=heads_iv).mean_prob, abs=1e-6)
+    ctrl = score_prompts(tiny_llama, zs, vector=heads_iv.with_random_directions(5))
+    assert ev.results["random_control"]["mean_prob"] == pytest.approx(ctrl.mean_prob, abs=1e-6)
+    # residual injection at a given layer, from the same IV
+    ev2 = evaluate_iv(tiny_llama, "antonym", heads_iv, layer=1, n_prompts=8, shots=3, seed=5, progress=False)
+    assert ev2.layer == 1 and ev2.info["injection"] == "residual"
+    with pytest.raises(ValueError, match="leave layer out"):
+        evaluate_iv(tiny_llama, "antonym", heads_iv, layer=1, injection="heads", n_prompts=8, progress=False)

@@ -83,6 +83,8 @@ def test_top_k_candidates_are_chosen_on_the_validation_split(tiny_llama, task_fi
     (dict(trials=0), "trials must be at least 1"),
     (dict(mean_prompts=0), "mean_prompts must be at least 1"),
     (dict(shots=0), "shots must be at least 1"),
+    (dict(injection="everywhere"), "injection must be residual, heads or auto"),
+    (dict(injection="auto", sweep=False), "needs the validation sweep"),
 ])
 def test_bad_options_fail_before_any_forward_pass(tiny_llama, task_file, monkeypatch, bad, match):
     from ivkit import InputError
@@ -95,3 +97,21 @@ def test_bad_options_fail_before_any_forward_pass(tiny_llama, task_file, monkeyp
     kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False)
     with pytest.raises(InputError, match=match):
         extract(tiny_llama, str(task_file), **{**kw, **bad})
+
+
+def test_injection_is_chosen_on_the_validation_split(tiny_llama, task_file):
+    kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False, seed=2, top_k=3,
+              scales=(1.0, 4.0))
+    auto = extract(tiny_llama, str(task_file), injection="auto", **kw)
+    sw = auto.sweep
+    assert sw.heads_top1 is not None and len(sw.layers) == tiny_llama.geometry.n_layers
+    assert auto.iv.injection == sw.best_injection and auto.iv.scale == sw.best_scale
+    assert auto.iv.layer == sw.best_layer and auto.iv.meta["layer_selection"]["injection"] == auto.iv.injection
+    heads = extract(tiny_llama, str(task_file), injection="heads", **kw)
+    assert heads.iv.injection == "heads" and heads.iv.layer is None and heads.sweep.layers == []
+    assert heads.sweep.heads_top1 == sw.heads_top1
+    resid = extract(tiny_llama, str(task_file), **kw)
+    assert resid.iv.injection == "residual" and resid.sweep.heads_top1 is None
+    assert resid.sweep.top1 == sw.top1  # the residual cells are the same
+    fixed = extract(tiny_llama, str(task_file), injection="heads", sweep=False, **kw)
+    assert fixed.iv.injection == "heads" and fixed.iv.layer is None

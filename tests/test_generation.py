@@ -74,3 +74,18 @@ def test_bad_arguments(trio, iv):
         ivkit.generate(m, PROMPTS, max_new_tokens=0)
     with pytest.raises(ivkit.IncompatibleVectorError):
         ivkit.generate(m, PROMPTS, vector=torch.zeros(3), layer=1)
+
+
+def test_heads_injection_matches_kv_cached_generation(trio, iv):
+    """With injection='heads' the heads are set at the last prompt token and every new token:
+    what the model's own cached generate does under iv.apply."""
+    import dataclasses
+
+    ref = trio["torch"]
+    hv = dataclasses.replace(iv, injection="heads", layer=None)
+    plain = [_hf_generate(ref, p, 6) for p in PROMPTS]
+    with hv.apply(ref):
+        steered = [_hf_generate(ref, p, 6) for p in PROMPTS]
+    assert plain != steered
+    assert ivkit.generate_ids(ref, PROMPTS, iv=hv, max_new_tokens=6) == steered
+    assert ivkit.generate_ids(trio["nnsight"], PROMPTS, iv=hv, max_new_tokens=6) == steered

@@ -111,3 +111,29 @@ def test_vector_is_added_at_every_generated_token(tiny_llama):
     assert calls[0] == ids.input_ids.shape[1] and calls[1:] == [1, 1, 1]  # prompt, then one token per step
     for s_plain, s_steer in zip(plain.scores, steered.scores):
         assert (s_plain - s_steer).abs().max() > 1e-3  # every step was steered
+
+
+@torch.no_grad()
+def test_patching_heads_over_a_slice_of_positions_matches_a_plain_hook(tiny_model):
+    """patch_heads(positions=slice(-2, None)) against a plain forward pre-hook on the output
+    projection that writes the same values into the same slices."""
+    enc = prompts_of_mixed_lengths(tiny_model, n=3)
+    batch = tiny_model.make_batch(enc.input_ids)
+    g = tiny_model.geometry
+    val = torch.linspace(-2, 2, g.d_head)
+    with patch_heads(tiny_model, {(1, 2): val}, positions=slice(-2, None)):
+        ours = tiny_model.forward(batch, logits_to_keep=0)
+
+    def pre(module, args):
+        x = args[0].clone()
+        x[:, -2:, 2 * g.d_head:3 * g.d_head] = val
+        return (x,)
+
+    handle = tiny_model.attn_out_proj(1).register_forward_pre_hook(pre)
+    try:
+        theirs = tiny_model.forward(batch, logits_to_keep=0)
+    finally:
+        handle.remove()
+    clean = tiny_model.forward(batch, logits_to_keep=0)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    assert torch.equal(ours[:, :-2], clean[:, :-2]) and (ours[:, -2:] - clean[:, -2:]).abs().max() > 1e-3

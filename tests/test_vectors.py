@@ -164,3 +164,73 @@ def test_build_validates_inputs(tiny_llama, llama_means, tiny_gemma):
         InstructionVector.build(tiny_llama, llama_means, _fake_aie(tiny_llama), k=0)
     iv = InstructionVector.build(tiny_llama, llama_means, heads=[(0, 1), (2, 3)])
     assert iv.heads == [(0, 1), (2, 3)]
+
+
+@torch.no_grad()
+def test_heads_injection_sets_each_head_to_scale_times_its_mean(tiny_model):
+    """injection='heads' against plain forward pre-hooks on each layer's output projection that
+    overwrite the top heads' slices at the last token with scale * mean."""
+    g = tiny_model.geometry
+    means = mean_head_activations(tiny_model, prompts_of_mixed_lengths(tiny_model, n=4))
+    iv = InstructionVector.build(tiny_model, means, heads=[(0, 1), (2, 3), (2, 0)], layer=1)
+    iv.injection, iv.scale = "heads", 2.5
+    batch = tiny_model.make_batch(prompts_of_mixed_lengths(tiny_model, n=3, style="zero_shot").input_ids)
+    clean = tiny_model.forward(batch)
+    with iv.apply(tiny_model):
+        ours = tiny_model.forward(batch)
+
+    def hook_for(layer):
+        def pre(module, args):
+            x = args[0].clone()
+            for l, h in iv.heads:
+                if l == layer:
+                    x[:, -1, h * g.d_head:(h + 1) * g.d_head] = 2.5 * means[l, h]
+            return (x,)
+        return pre
+
+    handles = [tiny_model.attn_out_proj(l).register_forward_pre_hook(hook_for(l)) for l in (0, 2)]
+    try:
+        theirs = tiny_model.forward(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    assert torch.allclose(ours, theirs, atol=1e-5) and (ours - clean).abs().max() > 1e-3
+    # a given layer means residual injection there; the heads injection takes no layer
+    with iv.apply(tiny_model, layer=1):
+        resid = tiny_model.forward(batch)
+    with ivkit.add_to_residual(tiny_model, 1, 2.5 * iv.vector):
+        assert torch.allclose(resid, tiny_model.forward(batch), atol=1e-6)
+    with pytest.raises(ValueError, match="leave layer out"):
+        with iv.apply(tiny_model, layer=1, injection="heads"):
+            pass
+    with pytest.raises(ValueError, match="injection must be one of"):
+        with iv.apply(tiny_model, injection="everywhere"):
+            pass
+
+
+def test_injection_survives_save_and_load_and_a_bad_one_is_refused(tmp_path, tiny_llama, llama_means):
+    iv = InstructionVector.build(tiny_llama, llama_means, _fake_aie(tiny_llama), k=3)
+    iv.injection, iv.scale = "heads", 3.0
+    iv.save(tmp_path / "iv")
+    back = InstructionVector.load(tmp_path / "iv", tiny_llama)
+    assert back.injection == "heads" and back.layer is None and back.scale == 3.0
+    assert "injection='heads'" in repr(back)
+    side = json.loads((tmp_path / "iv" / "iv.json").read_text())
+    side["injection"] = "sideways"
+    (tmp_path / "iv" / "iv.json").write_text(json.dumps(side))
+    with pytest.raises(ArtifactError, match="injection 'sideways'"):
+        InstructionVector.load(tmp_path / "iv")
+    del side["injection"]  # files written before injections existed are residual
+    (tmp_path / "iv" / "iv.json").write_text(json.dumps(side))
+    assert InstructionVector.load(tmp_path / "iv").injection == "residual"
+
+
+def test_random_directions_keep_every_norm_and_the_residual_control(tiny_llama, llama_means):
+    iv = InstructionVector.build(tiny_llama, llama_means, _fake_aie(tiny_llama), k=4, layer=1)
+    c = iv.with_random_directions(7)
+    assert torch.equal(c.vector, random_like(iv, 7))  # the residual control is unchanged
+    assert torch.allclose(c.head_means.norm(dim=-1), iv.head_means.norm(dim=-1), rtol=1e-5)
+    cos = torch.nn.functional.cosine_similarity(c.head_means, iv.head_means, dim=-1)
+    assert cos.abs().max() < 0.9 and c.heads == iv.heads and c.layer == iv.layer
+    assert torch.equal(iv.with_random_directions(7).head_means, c.head_means)
+    assert not torch.equal(iv.with_random_directions(8).head_means, c.head_means)
