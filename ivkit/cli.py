@@ -198,7 +198,7 @@ def evaluate_cmd(
                                                   "(default: the IV's, so the test split is disjoint from its own)"),
     scale: Optional[float] = typer.Option(None, help="multiply the vector by this (default: the scale in iv.json)"),
     injection: Optional[str] = typer.Option(None, help="residual or heads (default: the one in iv.json; --layer "
-                                                       "means residual); with --sweep, auto tries both"),
+                                                       "means residual); with --sweep, auto sweeps both"),
     batch_size: int = typer.Option(16, "--batch-size"),
     backend: str = typer.Option("torch", help=BACKEND_HELP),
     remote: bool = typer.Option(False, "--remote", help=REMOTE_HELP),
@@ -229,7 +229,7 @@ def evaluate_cmd(
         split = t.split(seed)
         val = encode_prompts(ivm, sample_prompts(split.valid, style="zero_shot", n=prompts, seed=seed, stream=3,
                                                  template=template))
-        tried = ["residual", "heads"] if injection == "auto" else [injection or "residual"]
+        tried = ["residual", "heads"] if injection == "auto" else [injection or vec.injection]
         sw = layer_sweep(ivm, vec, val, scales=[scale] if scale is not None else _floats(scales), progress=not quiet,
                          injections=tried)
         layer, scale, injection = sw.best_layer, sw.best_scale, sw.best_injection

@@ -51,7 +51,9 @@ def plot_head_importance(aie: "IndirectEffects | torch.Tensor", *, top_k: int = 
 
 
 def plot_layer_sweep(sweep: "LayerSweep", *, title: str | None = None):
-    """Top-1 accuracy against the injection layer, one line per scale; the chosen cell marked."""
+    """Top-1 accuracy against the injection layer, one line per scale; the heads injection (when
+    swept) as one point per scale in a column labelled "heads" after the last layer; the chosen
+    cell marked."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -60,11 +62,23 @@ def plot_layer_sweep(sweep: "LayerSweep", *, title: str | None = None):
             x=sweep.layers, y=sweep.top1[si], mode="lines+markers", name=f"top-1, scale {sc:g}",
             customdata=sweep.mean_prob[si],
             hovertemplate="layer %{x}: top-1 %{y:.3f}, mean P(answer) %{customdata:.3f}<extra></extra>"))
+    heads_x = (max(sweep.layers) + 2) if sweep.layers else 0
+    if sweep.heads_top1 is not None:
+        fig.add_trace(go.Scatter(
+            x=[heads_x] * len(sweep.scales), y=sweep.heads_top1, mode="markers+text", name="heads injection",
+            text=[f"x{sc:g}" for sc in sweep.scales], textposition="middle right",
+            customdata=list(zip(sweep.scales, sweep.heads_prob)),
+            hovertemplate="heads, scale %{customdata[0]}: top-1 %{y:.3f}, mean P(answer) %{customdata[1]:.3f}"
+                          "<extra></extra>"))
+        ticks = list(sweep.layers[::max(1, len(sweep.layers) // 10)]) + [heads_x]
+        fig.update_xaxes(tickvals=ticks, ticktext=[str(t) for t in ticks[:-1]] + ["heads"])
     fig.add_hline(y=sweep.baseline_top1, line_dash="dash", annotation_text="no vector")
-    fig.add_trace(go.Scatter(x=[sweep.best_layer], y=[sweep.best_top1], mode="markers", name="chosen",
-                             marker={"symbol": "star", "size": 16, "color": "green"}))
-    fig.update_layout(title=title or f"Injection sweep ({sweep.split} split, n={sweep.n}): best layer "
-                                     f"{sweep.best_layer}, scale {sweep.best_scale:g}",
+    best = sweep.best()
+    fig.add_trace(go.Scatter(x=[heads_x if best["layer"] is None else best["layer"]], y=[best["top1"]],
+                             mode="markers", name="chosen", marker={"symbol": "star", "size": 16, "color": "green"}))
+    where = "heads injection" if best["layer"] is None else f"best layer {best['layer']}"
+    fig.update_layout(title=title or f"Injection sweep ({sweep.split} split, n={sweep.n}): {where}, "
+                                     f"scale {best['scale']:g}",
                       xaxis_title="layer the vector is added after", yaxis_title="top-1 accuracy",
                       yaxis={"range": [0, 1.02]})
     return fig

@@ -176,6 +176,11 @@ def test_sweep_with_the_heads_injection(tiny_llama, iv):
     assert (sw.best_layer is None) == (sw.best_injection == "heads")
     only = layer_sweep(tiny_llama, iv, enc, scales=(1.0, 3.0), injections=("heads",), progress=False)
     assert only.layers == [] and only.heads_top1 == sw.heads_top1 and only.best_injection == "heads"
+    for s in (sw, only):  # the plot shows the heads cells and marks the chosen one
+        fig = s.plot()
+        names = [t.name for t in fig.data]
+        assert "heads injection" in names and list(fig.data[names.index("heads injection")].y) == s.heads_top1
+        assert list(fig.data[names.index("chosen")].y) == [s.best_top1]
     with pytest.raises(ValueError, match="needs an InstructionVector"):
         layer_sweep(tiny_llama, iv.vector, enc, injections=("heads",))
     with pytest.raises(ValueError, match="injections must be"):
