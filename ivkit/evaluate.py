@@ -100,7 +100,9 @@ def score_prompts(
     if iv is not None:
         iv.check_compatible(model)
         injection = injection or ("residual" if layer is not None else iv.injection)
-        layer = (iv.layer if layer is None else layer) if injection == "residual" else None
+        if injection == "heads" and layer is not None:
+            raise InputError("injection='heads' patches each head at its own layer: leave layer out")
+        layer = iv.layer if layer is None and injection == "residual" else layer
         if injection == "residual" and layer is None:
             raise InputError("score_prompts: this IV has no injection layer; pass layer=...")
         scale = iv.scale if scale is None else scale

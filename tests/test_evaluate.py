@@ -213,3 +213,5 @@ def test_evaluation_with_the_heads_injection(tiny_llama, iv):
     assert ev2.layer == 1 and ev2.info["injection"] == "residual"
     with pytest.raises(ValueError, match="leave layer out"):
         evaluate_iv(tiny_llama, "antonym", heads_iv, layer=1, injection="heads", n_prompts=8, progress=False)
+    with pytest.raises(ValueError, match="leave layer out"):
+        score_prompts(tiny_llama, zs, vector=heads_iv, layer=1, injection="heads")
