@@ -97,14 +97,9 @@ def score_prompts(
             extraction filter so that the mean activations cost nothing extra).
     """
     iv = vector if isinstance(vector, InstructionVector) else None
-    if iv is not None:
+    if iv is not None:  # checked and resolved once, injected per batch
         iv.check_compatible(model)
-        injection = injection or ("residual" if layer is not None else iv.injection)
-        if injection == "heads" and layer is not None:
-            raise InputError("injection='heads' patches each head at its own layer: leave layer out")
-        layer = iv.layer if layer is None and injection == "residual" else layer
-        if injection == "residual" and layer is None:
-            raise InputError("score_prompts: this IV has no injection layer; pass layer=...")
+        injection, layer = iv.resolve_injection(layer, injection)
         scale = iv.scale if scale is None else scale
     elif vector is not None and layer is None:
         raise InputError("score_prompts: a vector needs a layer")
@@ -119,7 +114,7 @@ def score_prompts(
         target = prompts.first_token[idx].to(model.device)
         with ExitStack() as stack:
             if iv is not None:
-                stack.enter_context(iv.apply(model, layer, scale=scale, injection=injection))
+                stack.enter_context(iv._injected(model, injection, layer, scale))
             elif vector is not None:
                 stack.enter_context(add_to_residual(model, layer, vector, scale=scale))
             rec = stack.enter_context(record_head_outputs(model)) if record_heads else None
@@ -513,16 +508,7 @@ def evaluate_iv(
     task = load_task(task)
     iv.check_compatible(model)
     seed, shots, template = iv_protocol(iv, task, seed=seed, shots=shots, template=template)
-    injection = injection or ("residual" if layer is not None else iv.injection)
-    if injection == "residual":
-        layer = iv.layer if layer is None else layer
-        if layer is None:
-            raise InputError("no injection layer: pass layer=... or use an IV saved by ivkit extract (it records one)")
-    elif injection == "heads":
-        if layer is not None:
-            raise InputError("injection='heads' patches each head at its own layer: leave layer out")
-    else:
-        raise InputError(f"injection must be residual or heads, got {injection!r}")
+    injection, layer = iv.resolve_injection(layer, injection)
     scale = iv.scale if scale is None else scale
     unknown = set(conditions) - set(CONDITIONS)
     if unknown:

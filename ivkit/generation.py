@@ -85,10 +85,9 @@ def generate_ids(
     """
     if iv is not None and vector is not None:
         raise InputError("give iv or vector, not both")
-    if iv is not None:
+    if iv is not None:  # checked and resolved once, injected at every step
         iv.check_compatible(model)
-        if layer is None and iv.injection == "residual" and iv.layer is None:
-            raise InputError("this IV has no injection layer yet: pass layer=...")
+        injection, layer = iv.resolve_injection(layer)
     elif vector is not None and layer is None:
         raise InputError("a raw vector needs layer=...")
     if max_new_tokens < 1:
@@ -102,7 +101,7 @@ def generate_ids(
             # the last prompt token and every token generated so far: the last step + 1 positions
             where = slice(-(step + 1), None)
             if iv is not None:
-                ctx = iv.apply(model, layer, scale=scale, positions=where)
+                ctx = iv._injected(model, injection, layer, scale, positions=where)
             elif vector is not None:
                 ctx = add_to_residual(model, layer, vector, scale=1.0 if scale is None else scale, positions=where)
             else:

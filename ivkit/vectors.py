@@ -282,6 +282,22 @@ class InstructionVector:
             log.warning("the IV's model config hash %s differs from %s's %s (same geometry; continuing)",
                         m["config_hash"], model.name, model.config_hash())
 
+    def resolve_injection(self, layer: int | None = None, injection: str | None = None) -> tuple[str, int | None]:
+        """The ``(injection, layer)`` that :meth:`apply` would use for these arguments (the IV's own
+        by default; a given ``layer`` means residual injection there), or a clear error."""
+        injection = injection or ("residual" if layer is not None else self.injection)
+        if injection not in INJECTIONS:
+            raise InputError(f"injection must be one of {INJECTIONS}, got {injection!r}")
+        if injection == "heads":
+            if layer is not None:
+                raise InputError("injection='heads' patches each head at its own layer: leave layer out")
+            return injection, None
+        layer = self.layer if layer is None else layer
+        if layer is None:
+            raise InputError("this IV has no injection layer yet: pass layer=..., choose one with "
+                             "ivkit.layer_sweep, or use injection='heads'")
+        return injection, layer
+
     @contextmanager
     def apply(self, model: IVModel, layer: int | None = None, *, scale: float | None = None,
               positions: Positions | slice = -1, injection: str | None = None) -> Iterator[None]:
@@ -295,34 +311,33 @@ class InstructionVector:
         injection at that layer.
         """
         self.check_compatible(model)
-        injection = injection or ("residual" if layer is not None else self.injection)
-        if injection not in INJECTIONS:
-            raise InputError(f"injection must be one of {INJECTIONS}, got {injection!r}")
+        with self._injected(model, *self.resolve_injection(layer, injection), scale, positions):
+            yield
+
+    @contextmanager
+    def _injected(self, model: IVModel, injection: str, layer: int | None, scale: float | None,
+                  positions: Positions | slice = -1) -> Iterator[None]:
+        """:meth:`apply` without the compatibility check, for callers that checked once and
+        inject many times (per batch, per generated token); ``injection`` and ``layer`` as
+        returned by :meth:`resolve_injection`."""
         scale = self.scale if scale is None else scale
         if injection == "heads":
-            if layer is not None:
-                raise InputError("injection='heads' patches each head at its own layer: leave layer out")
             with patch_heads(model, {hd: scale * m for hd, m in zip(self.heads, self.head_means)},
                              positions=positions):
                 yield
-            return
-        layer = self.layer if layer is None else layer
-        if layer is None:
-            raise InputError("this IV has no injection layer yet: pass layer=..., choose one with "
-                             "ivkit.layer_sweep, or use injection='heads'")
-        with add_to_residual(model, layer, self.vector, scale=scale, positions=positions):
-            yield
+        else:
+            with add_to_residual(model, layer, self.vector, scale=scale, positions=positions):
+                yield
 
     def with_random_directions(self, seed: int = 0) -> "InstructionVector":
         """The control: a copy whose ``vector`` is a random direction of the IV's norm and whose
         ``head_means`` are random directions of each head mean's norm (same heads, layer, scale and
         injection), from a generator seeded with ``seed``."""
         gen = torch.Generator().manual_seed(int(seed))
-        v = torch.randn(self.vector.shape, generator=gen, dtype=torch.float64)
-        hm = torch.randn(self.head_means.shape, generator=gen, dtype=torch.float64)
-        hm = hm / hm.norm(dim=-1, keepdim=True) * self.head_means.double().norm(dim=-1, keepdim=True)
+        vector = _random_directions(self.vector, gen)  # the first draw: random_like(self, seed)
+        head_means = _random_directions(self.head_means, gen)
         return dataclasses.replace(
-            self, vector=(v / v.norm() * self.vector.double().norm()).float(), head_means=hm.float(),
+            self, vector=vector, head_means=head_means,
             head_contributions=torch.full_like(self.head_contributions, float("nan")), mean_activations=None,
             meta={**self.meta, "control": f"random directions, seed {int(seed)}"})
 
@@ -416,6 +431,10 @@ def _nan(x: Any) -> float:
 
 def random_like(iv: InstructionVector, seed: int = 0) -> torch.Tensor:
     """A random ``(d_model,)`` direction with the IV's norm (the control condition)."""
-    gen = torch.Generator().manual_seed(int(seed))
-    v = torch.randn(iv.vector.shape, generator=gen, dtype=torch.float64)
-    return (v / v.norm() * iv.vector.double().norm()).float()
+    return _random_directions(iv.vector, torch.Generator().manual_seed(int(seed)))
+
+
+def _random_directions(like: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random directions drawn from ``gen``, each row (last dim) with the norm of ``like``'s row."""
+    v = torch.randn(like.shape, generator=gen, dtype=torch.float64)
+    return (v / v.norm(dim=-1, keepdim=True) * like.double().norm(dim=-1, keepdim=True)).float()
