@@ -26,7 +26,8 @@ from .errors import (
 from .analysis import Tracking, track
 from .backends import BACKENDS, Backend
 from .checkpoints import Checkpoint, CheckpointError, CheckpointSeries, fingerprint
-from .evaluate import CONDITIONS, Evaluation, LayerSweep, Scores, evaluate_iv, layer_sweep, score_prompts
+from .evaluate import (CONDITIONS, Evaluation, LayerSweep, Scores, evaluate_iv, layer_sweep, score_prompts,
+                       wilson_interval)
 from .extract import Extraction, extract, filter_prompts
 from .finetune import FinetuneResult, finetune
 from .generation import generate, generate_ids
@@ -81,7 +82,7 @@ __all__ = [
     # vectors
     "InstructionVector", "INJECTIONS", "head_contributions", "random_like",
     # evaluation
-    "score_prompts", "Scores", "layer_sweep", "LayerSweep", "evaluate_iv", "Evaluation", "CONDITIONS",
+    "score_prompts", "Scores", "layer_sweep", "LayerSweep", "evaluate_iv", "Evaluation", "CONDITIONS", "wilson_interval",
     # pipeline
     "extract", "Extraction", "filter_prompts", "generate", "generate_ids",
     # checkpoints and fine-tuning

@@ -90,12 +90,18 @@ def _where(injection: str | None, layer: int | None, k: int | None = None) -> st
     return f"IV at layer {layer}"
 
 
+def _ci_text(r: dict, prefix: str) -> str:
+    lo, hi = r.get(f"{prefix}_lo"), r.get(f"{prefix}_hi")
+    return "-" if lo is None or hi is None else f"{lo:.2f}-{hi:.2f}"
+
+
 def _eval_table(ev) -> str:
-    lines = [f"{'condition':<16} {'top1':>6} {'top2':>6} {'top3':>6}   {'top1 on ICL-right':>17}"]
+    lines = [f"{'condition':<16} {'top1':>6} {'95% CI':>9} {'top2':>6} {'top3':>6}   {'top1 on ICL-right':>17} "
+             f"{'95% CI':>9}"]
     for c, r in ev.results.items():
         sub = r.get("top1_icl_correct")
-        lines.append(f"{c:<16} {r['top1']:>6.3f} {r['top2']:>6.3f} {r['top3']:>6.3f}   "
-                     f"{'-' if sub is None else format(sub, '.3f'):>17}")
+        lines.append(f"{c:<16} {r['top1']:>6.3f} {_ci_text(r, 'top1'):>9} {r['top2']:>6.3f} {r['top3']:>6.3f}   "
+                     f"{'-' if sub is None else format(sub, '.3f'):>17} {_ci_text(r, 'top1_icl_correct'):>9}")
     right = (f", {ev.n_icl_correct} of them answered right with clean shots: 'ICL-right'"
              if ev.n_icl_correct is not None else "")
     lines.append(f"({_where(ev.info.get('injection'), ev.layer, ev.info.get('k'))}, scale {ev.info.get('scale', 1):g}; "

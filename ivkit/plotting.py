@@ -85,12 +85,17 @@ def plot_layer_sweep(sweep: "LayerSweep", *, title: str | None = None):
 
 
 def plot_evaluation(ev: "Evaluation", *, title: str | None = None):
-    """Bars of top-1/2/3 accuracy per condition."""
+    """Bars of top-1/2/3 accuracy per condition; the top-1 bars carry their 95% Wilson interval
+    as error bars (when the results have one)."""
     import plotly.graph_objects as go
 
     conds = list(ev.results)
     fig = go.Figure([go.Bar(name=f"top-{k}", x=conds, y=[ev.results[c][f"top{k}"] for c in conds])
                      for k in (1, 2, 3)])
+    r = [ev.results[c] for c in conds]
+    if all(x.get("top1_lo") is not None and x.get("top1_hi") is not None for x in r):
+        fig.data[0].error_y = dict(type="data", array=[x["top1_hi"] - x["top1"] for x in r],
+                                   arrayminus=[x["top1"] - x["top1_lo"] for x in r], visible=True)
     fig.update_layout(barmode="group", yaxis={"range": [0, 1]}, yaxis_title="accuracy",
                       title=title or f"{ev.info.get('task', '')}: IV at layer {ev.layer}, n={ev.n}")
     return fig

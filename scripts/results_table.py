@@ -10,6 +10,11 @@ For each task it runs exactly the two commands it prints in the table:
 accuracies, zero-shot + IV and shuffled + IV on the queries clean 10-shot gets right (the
 function-vectors code's protocol), the chosen layer and scale, the top-10 heads and the seconds
 of each stage.
+
+``--prompts N`` passes ``--prompts N`` to ``ivkit evaluate`` (1000 takes the whole test split);
+``--evaluate-only`` reuses the IVs already in ``OUT/TASK`` (their ``iv.json`` stands for the
+extract summary) and runs only the evaluation. The table gives each zero-shot + IV figure with its
+95% Wilson interval.
 """
 
 from __future__ import annotations
@@ -37,6 +42,23 @@ def _where(ev: dict) -> str:
     return "heads" if ev.get("injection") == "heads" else f"layer {ev['layer']}"
 
 
+def _summary_from_iv(out: Path) -> dict:
+    """What ``ivkit extract --json`` printed, rebuilt from the IV's own ``iv.json``."""
+    meta = json.loads((out / "iv.json").read_text())
+    return {"scale": meta["scale"], "injection": meta.get("injection", "residual"), "k": meta.get("k"),
+            "heads": [[h["layer"], h["head"], h["aie"]] for h in meta["heads"]], "timings": meta.get("timings", {})}
+
+
+def _with_ci(acc: float | None, n: int | None) -> str:
+    """``0.69 (0.63-0.75)``: the accuracy and its 95% Wilson interval, from the count it implies."""
+    if acc is None or not n:
+        return "-"
+    from ivkit import wilson_interval
+
+    lo, hi = wilson_interval(round(acc * n), n)
+    return f"{acc:.2f} ({lo:.2f}-{hi:.2f})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("tasks", nargs="+")
@@ -44,6 +66,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/results")
     ap.add_argument("--doc", default=None, help="also write the Markdown table to this file")
     ap.add_argument("--extra", default="", help="extra options for ivkit extract, e.g. '--scales 1'")
+    ap.add_argument("--prompts", type=int, default=None, help="test queries for ivkit evaluate (its default: 100)")
+    ap.add_argument("--evaluate-only", action="store_true", help="reuse the IVs in OUT/TASK; run only evaluate")
     args = ap.parse_args()
     exe = [sys.executable, "-m", "ivkit"]
     rows = []
@@ -51,7 +75,9 @@ def main() -> None:
         out = Path(args.out) / task
         extract_cmd = ["extract", args.model, task, "--out", str(out), "--json", "-q", *args.extra.split()]
         eval_cmd = ["evaluate", args.model, task, "--iv", str(out), "--json", "-q"]
-        ex = run(exe + extract_cmd)
+        if args.prompts is not None:
+            eval_cmd += ["--prompts", str(args.prompts)]
+        ex = _summary_from_iv(out) if args.evaluate_only else run(exe + extract_cmd)
         ev = run(exe + eval_cmd)
         rows.append((task, ex, ev, "ivkit " + " ".join(extract_cmd), "ivkit " + " ".join(eval_cmd)))
         print(json.dumps({"task": task, **{k: ev[k] for k in ("zero_shot", "zero_shot_iv", "shuffled", "shuffled_iv",
@@ -61,8 +87,8 @@ def main() -> None:
                           "timings": ex["timings"]}), flush=True)
 
     lines = [
-        f"| task | zero-shot | zero-shot + IV | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
-        f"IV / 10-shot | zero-shot + IV on ICL-right | shuffled + IV on ICL-right | injection | k | scale | "
+        f"| task | zero-shot | zero-shot + IV (95% CI) | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
+        f"IV / 10-shot | zero-shot + IV on ICL-right (95% CI) | shuffled + IV on ICL-right | injection | k | scale | "
         f"n (ICL-right) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -73,9 +99,9 @@ def main() -> None:
     for task, ex, ev, _, _ in rows:
         ratio = ev["zero_shot_iv"] / ev["few_shot"] if ev["few_shot"] else None
         sub = ev.get("icl_correct", {})
-        lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{ev['zero_shot_iv']:.2f}** | {ev['shuffled']:.2f} | "
+        lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{_with_ci(ev['zero_shot_iv'], ev['n'])}** | {ev['shuffled']:.2f} | "
                      f"{ev['shuffled_iv']:.2f} | {ev['few_shot']:.2f} | {ev['random_control']:.2f} | {f2(ratio)} | "
-                     f"**{f2(sub.get('zero_shot_iv'))}** | {f2(sub.get('shuffled_iv'))} | "
+                     f"**{_with_ci(sub.get('zero_shot_iv'), ev.get('n_icl_correct'))}** | {f2(sub.get('shuffled_iv'))} | "
                      f"{_where(ev)} | {ex.get('k', len(ex['heads']))} | {ex['scale']:g} | "
                      f"{ev['n']} ({ev.get('n_icl_correct')}) |")
     lines += ["", "| task | top heads (layer.head, by AIE; the first 10) | seconds: load / filter+means / AIE / sweep / evaluate |",
@@ -87,7 +113,7 @@ def main() -> None:
                      f" / {t.get('indirect_effects', 0):.1f} / {t.get('layer_sweep', 0):.1f} / {ev.get('seconds', 0):.1f} |")
     lines += ["", "Commands (each row's figures come from exactly these):", ""]
     for task, _, _, c1, c2 in rows:
-        lines += [f"- {task}: `{c1}` then `{c2}`"]
+        lines += [f"- {task}: `{c2}` (IV from `{c1}`)" if args.evaluate_only else f"- {task}: `{c1}` then `{c2}`"]
     table = "\n".join(lines)
     if args.doc:
         Path(args.doc).write_text(table + "\n")

@@ -178,6 +178,10 @@ def test_heads_injection_through_the_cli(extracted, tiny_llama_dir, tmp_path):
     assert res["injection"] in ("residual", "heads") and (res["layer"] is None) == (res["injection"] == "heads")
     table = run("evaluate", tiny_llama_dir, task, "--iv", out, "--prompts", 6, "--shots", 3, check=True).stdout
     assert "IV patched into its 3 heads" in table
+    # The table's 95% interval for zero_shot_iv is the JSON's, to two decimals.
+    lo, hi = res["ci95"]["zero_shot_iv"]
+    row = next(line for line in table.splitlines() if line.startswith("zero_shot_iv "))
+    assert row.split()[2] == f"{lo:.2f}-{hi:.2f}"
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from ivkit import CONDITIONS, InstructionVector, evaluate_iv, layer_sweep, mean_head_activations, score_prompts
+from ivkit.errors import InputError
 from ivkit.evaluate import LayerSweep
 
 from .conftest import prompts_of_mixed_lengths
@@ -94,13 +95,34 @@ def test_scoring_can_record_the_same_head_outputs_as_head_activations(tiny_model
     assert score_prompts(tiny_model, enc).heads is None
 
 
-def test_top1_on_a_subset_of_queries():
-    from ivkit.evaluate import Scores, top1_on
+def test_top1_metrics_on_a_subset_of_queries():
+    from ivkit.evaluate import _top1_metrics
 
-    s = Scores(ranks=torch.tensor([0, 2, 0, 1]), probs=torch.zeros(4))
-    assert top1_on(s, torch.tensor([True, True, False, False])) == 0.5
-    assert top1_on(s, torch.tensor([True, False, True, False])) == 1.0
-    assert top1_on(s, torch.zeros(4, dtype=torch.bool)) is None
+    ranks = torch.tensor([0, 2, 0, 1])
+    m = _top1_metrics(ranks[torch.tensor([True, True, False, False])])
+    assert m["top1"] == 0.5 and m["top1_lo"] < 0.5 < m["top1_hi"]
+    m = _top1_metrics(ranks[torch.tensor([True, False, True, False])], "sub")
+    assert m["sub"] == 1.0 and m["sub_hi"] == 1.0 and 0 < m["sub_lo"] < 1
+    assert _top1_metrics(ranks[:0]) == {"top1": None, "top1_lo": None, "top1_hi": None}
+
+
+def test_wilson_interval_matches_hand_computed_values():
+    """Against the closed form worked by hand (z = 1.959964): 8 of 10 gives (0.4902, 0.9433);
+    0 of 10 gives (0, 0.2775); and a 99% interval is wider than the 95% one."""
+    from ivkit.evaluate import wilson_interval
+
+    assert wilson_interval(8, 10) == pytest.approx((0.49016, 0.94331), abs=1e-4)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-4)
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(10, 10)[0] == pytest.approx(1 - 0.27753, abs=1e-4)
+    lo99, hi99 = wilson_interval(73, 98, confidence=0.99)
+    lo95, hi95 = wilson_interval(73, 98)
+    assert lo99 < lo95 < 73 / 98 < hi95 < hi99
+    assert wilson_interval(0, 0) is None
+    with pytest.raises(InputError, match="successes <= n"):
+        wilson_interval(5, 3)
+    with pytest.raises(InputError, match="confidence"):
+        wilson_interval(1, 3, confidence=1.5)
 
 
 def test_evaluation_reports_accuracy_on_the_queries_few_shot_gets_right(tiny_llama, iv):
@@ -122,7 +144,21 @@ def test_evaluation_reports_accuracy_on_the_queries_few_shot_gets_right(tiny_lla
     assert (got is None and want is None) or got == pytest.approx(want)
     if right.any():
         assert ev.results["few_shot"]["top1_icl_correct"] == 1.0
+    # Every top-1 carries its Wilson interval, for all queries and for the ICL-right ones.
+    from ivkit.evaluate import wilson_interval
+
+    d = ev.to_dict()
+    assert d["ci95"]["zero_shot_iv"] == pytest.approx(list(wilson_interval(int((zs_iv.ranks == 0).sum()), ev.n)))
+    if right.any():
+        k = int((zs_iv.ranks[right] == 0).sum())
+        assert d["icl_correct_ci95"]["zero_shot_iv"] == pytest.approx(list(wilson_interval(k, int(right.sum()))))
+    else:
+        assert d["icl_correct_ci95"]["zero_shot_iv"] is None
     json.loads(json.dumps(ev.to_dict(), allow_nan=False))  # strict JSON, no NaN
+    bars = ev.plot().data[0]  # top-1 bars with the interval as error bars
+    i = list(bars.x).index("zero_shot_iv")
+    assert bars.y[i] - bars.error_y.arrayminus[i] == pytest.approx(d["ci95"]["zero_shot_iv"][0])
+    assert bars.y[i] + bars.error_y.array[i] == pytest.approx(d["ci95"]["zero_shot_iv"][1])
     partial = evaluate_iv(tiny_llama, "antonym", iv, progress=False, conditions=("zero_shot",), **kw)
     assert partial.n_icl_correct is None and partial.to_dict()["icl_correct"]["zero_shot"] is None
 
