@@ -91,8 +91,10 @@ def _where(injection: str | None, layer: int | None, k: int | None = None) -> st
 
 
 def _ci_text(r: dict, prefix: str) -> str:
-    lo, hi = r.get(f"{prefix}_lo"), r.get(f"{prefix}_hi")
-    return "-" if lo is None or hi is None else f"{lo:.2f}-{hi:.2f}"
+    from .evaluate import _ci
+
+    ci = _ci(r, prefix)
+    return "-" if ci is None else f"{ci[0]:.2f}-{ci[1]:.2f}"
 
 
 def _eval_table(ev) -> str:

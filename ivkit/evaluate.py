@@ -23,8 +23,8 @@ Concepts
   function-vectors code reports its zero-shot + FV and shuffled + FV figures (it evaluates on the
   queries the model gets right in context), so it is the number to compare with those; the plain
   ``top1`` is over every test query.
-* **Sampling noise**: with ~100 test queries one query moves an accuracy by 0.01 and the 95%
-  interval is about +-0.09 wide around 0.7. Every top-1 figure comes with its Wilson score
+* **Sampling noise**: with 100 test queries one query moves an accuracy by 0.01, and the 95%
+  interval around 0.70 is 0.60-0.78. Every top-1 figure comes with its Wilson score
   interval (``top1_lo``/``top1_hi``, and ``top1_icl_correct_lo``/``_hi``; :func:`wilson_interval`).
   Evaluate on the whole test split (``n_prompts`` at least its size) for the tightest figures.
 """

@@ -49,14 +49,11 @@ def _summary_from_iv(out: Path) -> dict:
             "heads": [[h["layer"], h["head"], h["aie"]] for h in meta["heads"]], "timings": meta.get("timings", {})}
 
 
-def _with_ci(acc: float | None, n: int | None) -> str:
-    """``0.69 (0.63-0.75)``: the accuracy and its 95% Wilson interval, from the count it implies."""
-    if acc is None or not n:
+def _with_ci(acc: float | None, ci: list[float] | None) -> str:
+    """``0.69 (0.63-0.75)``: the accuracy and its 95% Wilson interval (``ivkit evaluate``'s ``ci95``)."""
+    if acc is None:
         return "-"
-    from ivkit import wilson_interval
-
-    lo, hi = wilson_interval(round(acc * n), n)
-    return f"{acc:.2f} ({lo:.2f}-{hi:.2f})"
+    return f"{acc:.2f}" if ci is None else f"{acc:.2f} ({ci[0]:.2f}-{ci[1]:.2f})"
 
 
 def main() -> None:
@@ -99,9 +96,9 @@ def main() -> None:
     for task, ex, ev, _, _ in rows:
         ratio = ev["zero_shot_iv"] / ev["few_shot"] if ev["few_shot"] else None
         sub = ev.get("icl_correct", {})
-        lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{_with_ci(ev['zero_shot_iv'], ev['n'])}** | {ev['shuffled']:.2f} | "
+        lines.append(f"| {task} | {ev['zero_shot']:.2f} | **{_with_ci(ev['zero_shot_iv'], ev['ci95']['zero_shot_iv'])}** | {ev['shuffled']:.2f} | "
                      f"{ev['shuffled_iv']:.2f} | {ev['few_shot']:.2f} | {ev['random_control']:.2f} | {f2(ratio)} | "
-                     f"**{_with_ci(sub.get('zero_shot_iv'), ev.get('n_icl_correct'))}** | {f2(sub.get('shuffled_iv'))} | "
+                     f"**{_with_ci(sub.get('zero_shot_iv'), ev['icl_correct_ci95']['zero_shot_iv'])}** | {f2(sub.get('shuffled_iv'))} | "
                      f"{_where(ev)} | {ex.get('k', len(ex['heads']))} | {ex['scale']:g} | "
                      f"{ev['n']} ({ev.get('n_icl_correct')}) |")
     lines += ["", "| task | top heads (layer.head, by AIE; the first 10) | seconds: load / filter+means / AIE / sweep / evaluate |",
