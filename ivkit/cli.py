@@ -159,16 +159,26 @@ def extract_cmd(
                                                    "heads (set each top head to scale x its mean, at its own layer) "
                                                    "or auto (the validation sweep chooses)"),
     post_norm: str = typer.Option("linearized", "--post-norm", help="Gemma post-attention norm: linearized or ignore"),
+    ranking: str = typer.Option("shuffled", help="what ranks the heads: shuffled (each head patched on the shuffled "
+                                                 "10-shot trials, the reference recipe), zero_shot (patched on "
+                                                 "zero-shot training prompts) or both (the validation sweep chooses)"),
+    zero_shot_trials: int = typer.Option(100, "--zero-shot-trials", help="zero-shot prompts for --ranking zero_shot/both"),
     filter_correct: bool = typer.Option(True, "--filter/--no-filter",
                                         help="keep only clean prompts the model answers right (off: for models that can't)"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary instead of tables"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info logs"),
 ):
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
+    from .extract import RANKINGS
+
     ks, remote_mode = _ints(top_k), _remote(remote, remote_dry_run)  # parse the options before the (slow) load
     _floats(scales)
     if injection not in ("residual", "heads", "auto"):
         raise typer.BadParameter(f"--injection must be residual, heads or auto, got {injection!r}")
+    if ranking not in RANKINGS:
+        raise typer.BadParameter(f"--ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    if ranking == "both" and (not sweep or layer is not None):
+        raise typer.BadParameter("--ranking both needs the validation sweep to choose: drop --no-sweep / --layer")
     if layer is not None and injection != "residual":
         raise typer.BadParameter("--layer fixes a residual injection layer; it does not go with --injection "
                                  f"{injection}")
@@ -177,9 +187,11 @@ def extract_cmd(
     res = _extract(ivm, task, out, layer=layer, quiet=quiet, load_seconds=load_s, sweep=sweep, scales=scales,
                    max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials,
                    top_k=ks, seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
-                   post_norm=post_norm, filter_correct=filter_correct, injection=injection)
+                   post_norm=post_norm, filter_correct=filter_correct, injection=injection, ranking=ranking,
+                   zero_shot_trials=zero_shot_trials)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
                "scale": res.iv.scale, "injection": res.iv.injection, "k": res.iv.k,
+               "ranking": res.iv.meta.get("ranking"),
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
                "method": res.effects.method, "backend": ivm.backend.name}
@@ -187,7 +199,8 @@ def extract_cmd(
         typer.echo(json.dumps(summary))
     else:
         typer.echo(_heads_table(res.iv))
-        typer.echo(f"injection: {_where(res.iv.injection, res.iv.layer, res.iv.k)}, scale {res.iv.scale:g}   "
+        typer.echo(f"injection: {_where(res.iv.injection, res.iv.layer, res.iv.k)}, scale {res.iv.scale:g}, "
+                   f"heads ranked on {res.iv.meta.get('ranking', 'shuffled')} prompts   "
                    f"wrote {out}/")
         typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
 

@@ -8,10 +8,13 @@ Stages (each one is also callable on its own; see the functions named):
 3. **mean activations** over the first ``mean_prompts`` kept prompts
    (:func:`ivkit.mean_head_activations`);
 4. **indirect effects** on ``trials`` corrupted prompts, the next kept prompts with their
-   demonstrations' labels shuffled (:func:`ivkit.indirect_effects`);
+   demonstrations' labels shuffled (:func:`ivkit.indirect_effects`); with
+   ``ranking="zero_shot"`` (or ``"both"``), on zero-shot prompts of training queries instead (or
+   too);
 5. **build** the IV from the top ``k`` heads (:meth:`ivkit.InstructionVector.build`);
 6. **layer sweep** on zero-shot prompts of the validation split (:func:`ivkit.layer_sweep`): the
-   injection layer and scale (and k, and with ``injection="auto"`` residual or heads injection).
+   injection layer and scale (and k, the ranking, and with ``injection="auto"`` residual or
+   heads injection).
 """
 
 from __future__ import annotations
@@ -48,6 +51,10 @@ from .vectors import InstructionVector
 
 log = logging.getLogger(__name__)
 
+#: What ranks the heads (see :func:`extract`): the reference's shuffled-label trials, zero-shot
+#: prompts, or one IV from each with the validation split choosing.
+RANKINGS = ("shuffled", "zero_shot", "both")
+
 
 @dataclass
 class Extraction:
@@ -55,12 +62,14 @@ class Extraction:
 
     Attributes:
         iv: the instruction vector, with its injection layer set when a sweep ran.
-        effects: the :class:`~ivkit.IndirectEffects` of every head.
+        effects: the :class:`~ivkit.IndirectEffects` of every head, for the ranking the IV's
+            heads come from (``effects.info["ranking"]``).
         sweep: the validation-split :class:`~ivkit.LayerSweep`, or None.
         timings: seconds per stage (``filter``, ``mean_activations``, ``indirect_effects``,
             ``build``, ``layer_sweep``).
         filter: how many clean prompts were tried and how many the model got right.
         prompts: the clean and corrupted prompts used (to re-measure other checkpoints with).
+        other_effects: with ``ranking="both"``, the effects of the ranking not chosen, by name.
     """
 
     iv: InstructionVector
@@ -69,6 +78,7 @@ class Extraction:
     timings: dict[str, float] = field(default_factory=dict)
     filter: dict[str, Any] = field(default_factory=dict)
     prompts: "ExtractionPrompts | None" = None
+    other_effects: dict[str, IndirectEffects] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._sync_timings()
@@ -85,11 +95,14 @@ class Extraction:
         self.effects.info["timings"] = self.iv.meta["timings"]
 
     def save(self, out: str | Path) -> Path:
-        """Write ``iv.safetensors``, ``iv.json``, ``indirect_effects.json``, ``layer_sweep.json``
-        and ``heads.html`` into ``out``."""
+        """Write ``iv.safetensors``, ``iv.json``, ``indirect_effects.json`` (the ranking the IV
+        uses; ``indirect_effects_<ranking>.json`` for any other), ``layer_sweep.json`` and
+        ``heads.html`` into ``out``."""
         out = Path(out)
         self.iv.save(out)
         self.effects.save(out / "indirect_effects.json")
+        for name, eff in self.other_effects.items():
+            eff.save(out / f"indirect_effects_{name}.json")
         if self.sweep is not None:
             atomic_write_text(out / "layer_sweep.json", json.dumps(self.sweep.to_dict(), indent=1))
         to_html(self.effects.plot(top_k=self.iv.k, title=_title(self.iv)), out / "heads.html")
@@ -237,6 +250,8 @@ def extract(
     sweep_prompts: int = 100,
     scales: Sequence[float] = (1.0, 2.0, 3.0, 4.0),
     injection: str = "residual",
+    ranking: str = "shuffled",
+    zero_shot_trials: int = 100,
     filter_correct: bool = True,
     batch_size: int = 16,
     progress: bool = True,
@@ -268,6 +283,12 @@ def extract(
         injection: ``"residual"`` (the reference recipe: add the vector after one layer),
             ``"heads"`` (patch each top head to ``scale *`` its mean at its own layer) or
             ``"auto"`` (the validation sweep chooses); see :mod:`ivkit.vectors`.
+        ranking: which indirect effect ranks the heads. ``"shuffled"`` (the reference recipe):
+            each head patched to its mean on the shuffled-label 10-shot trials. ``"zero_shot"``:
+            each head patched to its mean on ``zero_shot_trials`` zero-shot prompts built from
+            training queries, the setting the IV is used in. ``"both"``: one IV per ranking
+            (and per k), and the validation sweep chooses. See :mod:`ivkit.mediation`.
+        zero_shot_trials: zero-shot prompts for the ``"zero_shot"`` ranking.
         filter_correct: keep only clean prompts the model answers right (the reference recipe).
             Turn off only for models that cannot do the task at all, such as random-init tests.
         batch_size: prompts per forward pass.
@@ -275,8 +296,9 @@ def extract(
     task = load_task(task)
     ks = _check_options(model, top_k=top_k, method=method, metric=metric, style=style, post_norm=post_norm,
                         sweep=sweep, scales=scales, shots=shots, mean_prompts=mean_prompts, trials=trials,
-                        injection=injection)
+                        injection=injection, ranking=ranking, zero_shot_trials=zero_shot_trials)
     injections = ["residual", "heads"] if injection == "auto" else [injection]
+    rankings = list(RANKINGS[:2]) if ranking == "both" else [ranking]
     timings: dict[str, float] = {}
 
     # 1-2. Clean prompts from training queries, filtered to the ones the model gets right.
@@ -295,21 +317,28 @@ def extract(
         mean_acts = mean_head_activations(model, prompts.mean, batch_size=batch_size, progress=progress)
     timings["mean_activations"] = time.perf_counter() - t0
 
-    # 4. Indirect effects on the corrupted prompts.
+    # 4. Indirect effects: on the corrupted prompts, and/or on zero-shot training prompts.
     corrupted = prompts.corrupted
     t0 = time.perf_counter()
-    info = {"model": model.name, "task": task.name, "seed": seed}
-    effects = indirect_effects(model, corrupted, mean_acts, method=method, metric=metric, progress=progress,
-                               info=info, **method_options)
+    effects_by: dict[str, IndirectEffects] = {}
+    trial_prompts = {"shuffled": corrupted}
+    if "zero_shot" in rankings:
+        trial_prompts["zero_shot"] = encode_prompts(model, sample_prompts(
+            split.train, style="zero_shot", n=zero_shot_trials, seed=seed, template=template, stream=11))
+    for r in rankings:
+        info = {"model": model.name, "task": task.name, "seed": seed, "ranking": r}
+        effects_by[r] = indirect_effects(model, trial_prompts[r], mean_acts, method=method, metric=metric,
+                                         progress=progress, info=info, **method_options)
     timings["indirect_effects"] = time.perf_counter() - t0
 
-    # 5. The vector (one per candidate k).
+    # 5. The vector (one per candidate ranking and k).
     t0 = time.perf_counter()
+    keys = [(r, k) for r in rankings for k in ks]
     candidates = [InstructionVector.build(
-        model, mean_acts, effects, k=k, post_norm=post_norm,
+        model, mean_acts, effects_by[r], k=k, post_norm=post_norm,
         task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
-        shots=shots, mean_prompts=len(prompts.mean), trials=len(corrupted), filter=fstats,
-    ) for k in ks]
+        shots=shots, mean_prompts=len(prompts.mean), trials=len(trial_prompts[r]), filter=fstats, ranking=r,
+    ) for r, k in keys]
     if injection == "heads":
         for c in candidates:
             c.injection = "heads"
@@ -324,7 +353,9 @@ def extract(
         memory = {"max_memory_mb": method_options["max_memory_mb"]} if "max_memory_mb" in method_options else {}
         sweeps = [layer_sweep(model, c, val, scales=scales, batch_size=batch_size * 2, progress=progress,
                               split="valid", injections=injections, **memory) for c in candidates]
-        best = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, sweeps[i].best_prob, -ks[i]))
+        # Ties go to the reference ranking, then to the smaller k.
+        best = max(range(len(keys)), key=lambda i: (sweeps[i].best_top1, sweeps[i].best_prob,
+                                                    keys[i][0] == "shuffled", -keys[i][1]))
         iv, sw = candidates[best], sweeps[best]
         iv.injection, iv.layer, iv.scale = sw.best_injection, sw.best_layer, sw.best_scale
         iv.meta["layer_selection"] = {"split": "valid", "n": sw.n, "style": "zero_shot", "scales": list(sw.scales),
@@ -334,14 +365,22 @@ def extract(
                                                    "over heads injection, then the smaller scale, then the "
                                                    "lower layer"}
         if len(ks) > 1:
-            iv.meta["k_selection"] = {"candidates": ks, "valid_top1": [s.best_top1 for s in sweeps],
+            iv.meta["k_selection"] = {"candidates": ks, "valid_top1": [s.best_top1 for (r, _), s in zip(keys, sweeps)
+                                                                       if r == iv.meta["ranking"]],
                                       "criterion": "top-1 accuracy, then mean answer probability, then the smaller k"}
+        if len(rankings) > 1:
+            iv.meta["ranking_selection"] = {
+                "candidates": rankings,
+                "valid_top1": [max(s.best_top1 for (r2, _), s in zip(keys, sweeps) if r2 == r) for r in rankings],
+                "criterion": "top-1 accuracy, then mean answer probability, then the shuffled ranking"}
         timings["layer_sweep"] = time.perf_counter() - t0
-    return Extraction(iv, effects, sw, timings, fstats, prompts)
+    chosen = iv.meta["ranking"]
+    others = {r: e for r, e in effects_by.items() if r != chosen}
+    return Extraction(iv, effects_by[chosen], sw, timings, fstats, prompts, others)
 
 
 def _check_options(model: IVModel, *, top_k, method, metric, style, post_norm, sweep, scales, shots,
-                   mean_prompts, trials, injection="residual") -> list[int]:
+                   mean_prompts, trials, injection="residual", ranking="shuffled", zero_shot_trials=100) -> list[int]:
     """Every argument of :func:`extract` checked before any forward pass, so that a typo costs
     nothing; returns the sorted ``top_k`` candidates."""
     from .mediation import METRICS, resolve_method
@@ -363,12 +402,16 @@ def _check_options(model: IVModel, *, top_k, method, metric, style, post_norm, s
         raise InputError(f"injection must be residual, heads or auto, got {injection!r}")
     if injection == "auto" and not sweep:
         raise InputError("injection='auto' needs the validation sweep to choose between residual and heads")
+    if ranking not in RANKINGS:
+        raise InputError(f"ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
+    if ranking == "both" and not sweep:
+        raise InputError("ranking='both' needs the validation sweep to choose between the rankings")
     if post_norm not in POST_NORM_MODES:
         raise InputError(f"post_norm must be one of {POST_NORM_MODES}, got {post_norm!r}")
     if sweep and (not list(scales) or not all(np.isfinite(float(x)) for x in scales)):
         raise InputError(f"the sweep needs at least one finite scale, got {list(scales)}")
     for name, value, low in (("shots", shots, 0 if style == "instruction" else 1), ("mean_prompts", mean_prompts, 1),
-                             ("trials", trials, 1)):
+                             ("trials", trials, 1), ("zero_shot_trials", zero_shot_trials, 1)):
         if int(value) < low:
             raise InputError(f"{name} must be at least {low}, got {value}")
     resolve_method(model, method)      # the backend can run it

@@ -189,7 +189,26 @@ def test_heads_injection_through_the_cli(extracted, tiny_llama_dir, tmp_path):
     (["extract", "m", "t", "--out", "x", "--injection", "heads", "--layer", "2"], "does not go with --injection"),
     (["evaluate", "m", "t", "--iv", "x", "--injection", "auto"], "--injection auto needs --sweep"),
     (["evaluate", "m", "t", "--iv", "x", "--injection", "heads", "--layer", "1"], "drop --layer"),
+    (["extract", "m", "t", "--out", "x", "--ranking", "random"], "--ranking must be one of shuffled, zero_shot, both"),
+    (["extract", "m", "t", "--out", "x", "--ranking", "both", "--no-sweep"], "--ranking both needs the validation"),
 ])
 def test_injection_usage_errors_come_before_any_load(args, needle):
     proc = run(*args)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_zero_shot_ranking_through_the_cli(extracted, tiny_llama_dir, tmp_path):
+    _, task, _ = extracted
+    out = tmp_path / "both"
+    proc = run("extract", tiny_llama_dir, task, "--out", out, "--shots", 3, "--mean-prompts", 5, "--trials", 2,
+               "--top-k", 3, "--seed", 1, "--no-filter", "--ranking", "both", "--zero-shot-trials", 4,
+               "--scales", "1,3", "--json", check=True)
+    summary = json.loads(proc.stdout)
+    meta = json.loads((out / "iv.json").read_text())
+    other = {"shuffled": "zero_shot", "zero_shot": "shuffled"}[summary["ranking"]]
+    assert meta["ranking"] == summary["ranking"] and meta["ranking_selection"]["candidates"] == ["shuffled", "zero_shot"]
+    chosen = json.loads((out / "indirect_effects.json").read_text())
+    rest = json.loads((out / f"indirect_effects_{other}.json").read_text())
+    assert chosen["info"]["ranking"] == summary["ranking"] and rest["info"]["ranking"] == other
+    assert len(rest["per_trial"] if other == "shuffled" else chosen["per_trial"]) == 2  # the shuffled trials
+    assert len(chosen["per_trial"] if other == "shuffled" else rest["per_trial"]) == 4  # --zero-shot-trials

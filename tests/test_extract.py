@@ -85,6 +85,9 @@ def test_top_k_candidates_are_chosen_on_the_validation_split(tiny_llama, task_fi
     (dict(shots=0), "shots must be at least 1"),
     (dict(injection="everywhere"), "injection must be residual, heads or auto"),
     (dict(injection="auto", sweep=False), "needs the validation sweep"),
+    (dict(ranking="random"), "ranking must be one of shuffled, zero_shot, both"),
+    (dict(ranking="both", sweep=False), "needs the validation sweep to choose between the rankings"),
+    (dict(ranking="zero_shot", zero_shot_trials=0), "zero_shot_trials must be at least 1"),
 ])
 def test_bad_options_fail_before_any_forward_pass(tiny_llama, task_file, monkeypatch, bad, match):
     from ivkit import InputError
@@ -115,3 +118,43 @@ def test_injection_is_chosen_on_the_validation_split(tiny_llama, task_file):
     assert resid.sweep.top1 == sw.top1  # the residual cells are the same
     fixed = extract(tiny_llama, str(task_file), injection="heads", sweep=False, **kw)
     assert fixed.iv.injection == "heads" and fixed.iv.layer is None
+
+
+def test_zero_shot_ranking_is_the_per_head_loop_on_zero_shot_training_prompts(tiny_llama, task_file):
+    """``ranking="zero_shot"``: the heads are the top k of the naive per-head loop run on
+    zero-shot prompts of training queries, built here independently of the pipeline."""
+    from ivkit import indirect_effects
+    from ivkit.tasks import encode_prompts, sample_prompts
+
+    res = extract(tiny_llama, str(task_file), shots=3, mean_prompts=4, trials=2, top_k=3, seed=1, sweep=False,
+                  ranking="zero_shot", zero_shot_trials=5, filter_correct=False, progress=False)
+    split = load_task(task_file).split(1)
+    zs = sample_prompts(split.train, style="zero_shot", n=5, seed=1, stream=11)
+    assert all(not p.demos for p in zs) and all(p.query in split.train for p in zs)
+    naive = indirect_effects(tiny_llama, encode_prompts(tiny_llama, zs), res.iv.mean_activations, method="naive",
+                             progress=False)
+    assert res.effects.info["ranking"] == "zero_shot" and res.effects.per_trial.shape[0] == 5
+    assert torch.allclose(res.effects.aie, naive.aie, atol=1e-5)
+    assert res.iv.heads == [(l, h) for l, h, _ in naive.top_heads(3)] and res.iv.meta["ranking"] == "zero_shot"
+    shuffled = extract(tiny_llama, str(task_file), shots=3, mean_prompts=4, trials=2, top_k=3, seed=1, sweep=False,
+                       filter_correct=False, progress=False)
+    assert torch.equal(shuffled.iv.mean_activations, res.iv.mean_activations)  # same means, other ranking
+    assert not torch.allclose(shuffled.effects.aie, res.effects.aie)
+
+
+def test_both_rankings_are_chosen_on_the_validation_split(tmp_path, tiny_llama, task_file):
+    kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False, seed=2, top_k=(2, 4),
+              zero_shot_trials=5, scales=(1.0, 4.0))
+    both = extract(tiny_llama, str(task_file), ranking="both", **kw)
+    sel, r = both.iv.meta["ranking_selection"], both.iv.meta["ranking"]
+    assert sel["candidates"] == ["shuffled", "zero_shot"] and both.effects.info["ranking"] == r
+    assert sel["valid_top1"][sel["candidates"].index(r)] == max(sel["valid_top1"]) == both.sweep.best_top1
+    other = {"shuffled": "zero_shot", "zero_shot": "shuffled"}[r]
+    assert set(both.other_effects) == {other}
+    singles = {x: extract(tiny_llama, str(task_file), ranking=x, **kw) for x in ("shuffled", "zero_shot")}
+    assert [singles[x].sweep.best_top1 for x in sel["candidates"]] == sel["valid_top1"]
+    assert torch.equal(singles[r].iv.vector, both.iv.vector) and singles[r].iv.layer == both.iv.layer
+    assert torch.equal(singles[other].effects.aie, both.other_effects[other].aie)
+    both.save(tmp_path / "out")
+    assert (tmp_path / "out" / f"indirect_effects_{other}.json").exists()
+    assert InstructionVector.load(tmp_path / "out").meta["ranking"] == r
