@@ -1,5 +1,6 @@
-"""Exploration: rank heads by their indirect effect on *zero-shot* prompts (the IV's use) instead
-of on shuffled 10-shot prompts, then build the IV from the same mean activations as usual.
+"""Exploration, adopted as `ivkit extract --ranking zero_shot|both`: rank heads by their indirect
+effect on *zero-shot* prompts (the IV's use) instead of on shuffled 10-shot prompts, then build the
+IV from the same mean activations as usual.
 
 Each head is patched, alone, to ``s *`` its clean 10-shot mean at the last token of 100
 zero-shot *training* prompts (s = 1 and s = 3), and its effect is the mean rise in P(first answer
@@ -8,7 +9,8 @@ as `ivkit extract --top-k 3,5,10,20 --injection auto` does; the choice is scored
 test split (all queries and those clean 10-shot gets right). The saved best-recipe IV
 (runs/results_auto/TASK) is scored on the same queries for comparison.
 
-    python scripts/explore/zero_shot_ranking.py choose_first_of_3
+    python scripts/explore/zero_shot_ranking.py choose_first_of_3      # patch to 1 x and 3 x the mean
+    python scripts/explore/zero_shot_ranking.py capitalize 1           # 1 x only (what --ranking uses)
 """
 import os
 import sys
@@ -65,7 +67,7 @@ for s in scales_rank:
         cands.append(iv)
         sweeps.append(sw)
         print(f"  k {k}: valid best {sw.best_injection} layer {sw.best_layer} scale {sw.best_scale} "
-              f"top1 {sw.best_top1:.3f}", flush=True)
+              f"top1 {sw.best_top1:.3f} prob {sw.best_prob:.4f}", flush=True)
     b = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, sweeps[i].best_prob, -ks[i]))
     iv, sw = cands[b], sweeps[b]
     iv.injection, iv.layer, iv.scale = sw.best_injection, sw.best_layer, sw.best_scale
