@@ -20,29 +20,15 @@ import sys
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-import torch  # noqa: E402
-
 import ivkit  # noqa: E402
-from ivkit.evaluate import evaluation_prompts  # noqa: E402
-from ivkit.extract import prepare_prompts  # noqa: E402
-from ivkit.tasks import encode_prompts, load_task, sample_prompts  # noqa: E402
+from _setup import setup  # noqa: E402
+from ivkit.tasks import encode_prompts, sample_prompts  # noqa: E402
 
 task_name = sys.argv[1]
 scales = [float(x) for x in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["3"])]
-model = ivkit.load_model("smollm2-135m-instruct")
-task = load_task(task_name)
-split = task.split(0)
-t0 = time.time()
-pp = prepare_prompts(model, task, progress=False)
-mean_acts = pp.mean_heads.mean(0) if pp.mean_heads is not None else ivkit.mean_head_activations(model, pp.mean)
-print(task_name, "prepare", round(time.time() - t0, 1), "s", flush=True)
-
-val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=100, seed=0, stream=3))
-zs_rank = encode_prompts(model, sample_prompts(split.train, style="zero_shot", n=100, seed=0, stream=11))
-sel = encode_prompts(model, sample_prompts(split.train, style="zero_shot", n=100, seed=0, stream=13))
-ev = evaluation_prompts(model, task, n_prompts=1000, seed=0)
-zt = ev["zero_shot"]
-mask = ivkit.score_prompts(model, ev["few_shot"]).ranks == 0
+S = setup(task_name)
+model, mean_acts, val, zs_rank, zt, mask = S.model, S.mean_acts, S.val, S.zs_train, S.test, S.icl_right
+sel = encode_prompts(model, sample_prompts(S.split.train, style="zero_shot", n=100, seed=0, stream=13))
 print("selection n", len(sel), "valid n", len(val), "test n", len(zt), "ICL-right", int(mask.sum()), flush=True)
 
 shuffled = ivkit.IndirectEffects.load(f"runs/results_auto/{task_name}/indirect_effects.json")

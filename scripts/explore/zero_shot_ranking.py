@@ -17,30 +17,14 @@ import sys
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-import torch  # noqa: E402
-
 import ivkit  # noqa: E402
-from ivkit.evaluate import evaluation_prompts  # noqa: E402
-from ivkit.extract import prepare_prompts  # noqa: E402
-from ivkit.tasks import encode_prompts, load_task, sample_prompts  # noqa: E402
+from _setup import setup  # noqa: E402
 
 task_name = sys.argv[1]
 scales_rank = [float(s) for s in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["1", "3"])]
 ks = [3, 5, 10, 20]
-model = ivkit.load_model("smollm2-135m-instruct")
-task = load_task(task_name)
-split = task.split(0)
-t0 = time.time()
-pp = prepare_prompts(model, task, progress=False)
-mean_acts = pp.mean_heads.mean(0) if pp.mean_heads is not None else ivkit.mean_head_activations(model, pp.mean)
-print(task_name, "prepare", round(time.time() - t0, 1), "s", flush=True)
-
-val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=100, seed=0, stream=3))
-zs_train = encode_prompts(model, sample_prompts(split.train, style="zero_shot", n=100, seed=0, stream=11))
-ev = evaluation_prompts(model, task, n_prompts=1000, seed=0)
-zt = ev["zero_shot"]
-icl = ivkit.score_prompts(model, ev["few_shot"])
-mask = icl.ranks == 0
+S = setup(task_name)
+model, mean_acts, val, zs_train, zt, mask = S.model, S.mean_acts, S.val, S.zs_train, S.test, S.icl_right
 print("test n", len(zt), "10-shot", float(mask.float().mean()), "ICL-right", int(mask.sum()), flush=True)
 
 
