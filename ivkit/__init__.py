@@ -28,7 +28,7 @@ from .backends import BACKENDS, Backend
 from .checkpoints import Checkpoint, CheckpointError, CheckpointSeries, fingerprint
 from .evaluate import (CONDITIONS, Evaluation, LayerSweep, Scores, evaluate_iv, layer_sweep, score_prompts,
                        wilson_interval)
-from .extract import Extraction, extract, filter_prompts
+from .extract import Extraction, GreedyPath, extract, filter_prompts, greedy_heads
 from .finetune import FinetuneResult, finetune
 from .generation import generate, generate_ids
 from .hooks import add_to_residual, patch_head_outputs, patch_heads, perturb_head_outputs, record_head_outputs, record_residual
@@ -84,7 +84,7 @@ __all__ = [
     # evaluation
     "score_prompts", "Scores", "layer_sweep", "LayerSweep", "evaluate_iv", "Evaluation", "CONDITIONS", "wilson_interval",
     # pipeline
-    "extract", "Extraction", "filter_prompts", "generate", "generate_ids",
+    "extract", "Extraction", "filter_prompts", "greedy_heads", "GreedyPath", "generate", "generate_ids",
     # checkpoints and fine-tuning
     "CheckpointSeries", "Checkpoint", "CheckpointError", "fingerprint", "track", "Tracking", "finetune",
     "FinetuneResult",

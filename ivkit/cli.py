@@ -140,7 +140,8 @@ def extract_cmd(
     shots: int = typer.Option(10, help="demonstrations per prompt"),
     mean_prompts: int = typer.Option(100, "--mean-prompts", help="clean prompts averaged for mean activations"),
     trials: int = typer.Option(25, help="corrupted prompts for the indirect effects"),
-    top_k: str = typer.Option("10", "--top-k", help="heads in the vector; a comma list (3,5,10,20) is chosen on the validation split"),
+    top_k: Optional[str] = typer.Option(None, "--top-k", help="heads in the vector (default 10); a comma list (3,5,10,20) is "
+                                                           "chosen on the validation split; not with --select greedy"),
     seed: int = typer.Option(0, help="seed for splits, prompts and shuffles"),
     method: Optional[str] = typer.Option(None, help="indirect effects: fast (exact; default on torch and local nnsight), "
                                                     "naive (per-head oracle; default on transformer-lens and "
@@ -163,15 +164,23 @@ def extract_cmd(
                                                  "10-shot trials, the reference recipe), zero_shot (patched on "
                                                  "zero-shot training prompts) or both (the validation sweep chooses)"),
     zero_shot_trials: int = typer.Option(100, "--zero-shot-trials", help="zero-shot prompts for --ranking zero_shot/both"),
+    select: str = typer.Option("top_k", "--select", help="top_k (the top k heads of the ranking, the reference recipe) or "
+                                                         "greedy (add heads one at a time from the ranking's top ones "
+                                                         "for zero-shot accuracy on training queries; the validation "
+                                                         "sweep chooses how many)"),
+    greedy_pool: int = typer.Option(15, "--greedy-pool", help="--select greedy: the top heads of each ranking it chooses from"),
+    greedy_max_heads: int = typer.Option(8, "--greedy-max-heads", help="--select greedy: at most this many heads"),
+    greedy_scale: float = typer.Option(3.0, "--greedy-scale", help="--select greedy: heads-injection scale the path is chosen at"),
+    greedy_queries: int = typer.Option(100, "--greedy-queries", help="--select greedy: zero-shot training queries it scores on"),
     filter_correct: bool = typer.Option(True, "--filter/--no-filter",
                                         help="keep only clean prompts the model answers right (off: for models that can't)"),
     as_json: bool = typer.Option(False, "--json", help="print a JSON summary instead of tables"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars or info logs"),
 ):
     """Extract an instruction vector: filter prompts, mean activations, AIE, top-k heads, layer sweep."""
-    from .extract import RANKINGS
+    from .extract import RANKINGS, SELECTIONS
 
-    ks, remote_mode = _ints(top_k), _remote(remote, remote_dry_run)  # parse the options before the (slow) load
+    ks, remote_mode = (None if top_k is None else _ints(top_k)), _remote(remote, remote_dry_run)  # parse the options before the (slow) load
     _floats(scales)
     if injection not in ("residual", "heads", "auto"):
         raise typer.BadParameter(f"--injection must be residual, heads or auto, got {injection!r}")
@@ -179,6 +188,18 @@ def extract_cmd(
         raise typer.BadParameter(f"--ranking must be one of {', '.join(RANKINGS)}, got {ranking!r}")
     if ranking == "both" and (not sweep or layer is not None):
         raise typer.BadParameter("--ranking both needs the validation sweep to choose: drop --no-sweep / --layer")
+    if select not in SELECTIONS:
+        raise typer.BadParameter(f"--select must be one of {', '.join(SELECTIONS)}, got {select!r}")
+    if select == "greedy" and (not sweep or layer is not None):
+        raise typer.BadParameter("--select greedy needs the validation sweep to choose how many heads: drop "
+                                 "--no-sweep / --layer")
+    for name, value in (("--greedy-pool", greedy_pool), ("--greedy-max-heads", greedy_max_heads),
+                        ("--greedy-queries", greedy_queries)):
+        if value < 1:
+            raise typer.BadParameter(f"{name} must be at least 1, got {value}")
+    if select == "greedy" and ks is not None:
+        raise typer.BadParameter("--top-k does not go with --select greedy (its candidates are the greedy path's "
+                                 "prefixes); use --greedy-max-heads")
     if layer is not None and injection != "residual":
         raise typer.BadParameter("--layer fixes a residual injection layer; it does not go with --injection "
                                  f"{injection}")
@@ -188,10 +209,12 @@ def extract_cmd(
                    max_memory_mb=max_memory_mb, shots=shots, mean_prompts=mean_prompts, trials=trials,
                    top_k=ks, seed=seed, method=method, metric=metric, style=style, batch_size=batch_size,
                    post_norm=post_norm, filter_correct=filter_correct, injection=injection, ranking=ranking,
-                   zero_shot_trials=zero_shot_trials)
+                   zero_shot_trials=zero_shot_trials, selection=select, greedy_pool=greedy_pool,
+                   greedy_max_heads=greedy_max_heads, greedy_scale=greedy_scale, greedy_queries=greedy_queries)
     summary = {"out": str(out), "model": ivm.name, "task": res.iv.meta.get("task"), "layer": res.iv.layer,
                "scale": res.iv.scale, "injection": res.iv.injection, "k": res.iv.k,
                "ranking": res.iv.meta.get("ranking"),
+               "selection": res.iv.meta.get("head_selection", {}).get("method", "top_k"),
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
                "method": res.effects.method, "backend": ivm.backend.name}

@@ -12,6 +12,8 @@ Stages (each one is also callable on its own; see the functions named):
    ``ranking="zero_shot"`` (or ``"both"``), on zero-shot prompts of training queries instead (or
    too);
 5. **build** the IV from the top ``k`` heads (:meth:`ivkit.InstructionVector.build`);
+   or, with ``selection="greedy"``, choose the heads greedily for zero-shot accuracy on
+   training queries (:func:`greedy_heads`) and build one IV per prefix of that path;
 6. **layer sweep** on zero-shot prompts of the validation split (:func:`ivkit.layer_sweep`): the
    injection layer and scale (and k, the ranking, and with ``injection="auto"`` residual or
    heads injection).
@@ -54,6 +56,112 @@ log = logging.getLogger(__name__)
 #: What ranks the heads (see :func:`extract`): the reference's shuffled-label trials, zero-shot
 #: prompts, or one IV from each with the validation split choosing.
 RANKINGS = ("shuffled", "zero_shot", "both")
+#: How the IV's heads are chosen from the ranking(s): the top k, or greedily (see
+#: :func:`greedy_heads`).
+SELECTIONS = ("top_k", "greedy")
+
+
+@dataclass
+class GreedyPath:
+    """The heads :func:`greedy_heads` added, in order, with the score after each addition.
+
+    Attributes:
+        heads: ``[(layer, head), ...]`` in the order they were added.
+        top1: selection-set top-1 accuracy after each addition, ``len(heads)`` values.
+        prob: selection-set mean probability of the answer's first token after each addition.
+        pool: the candidate heads.
+        scale: the heads injection's scale the path was chosen at.
+        n: selection queries.
+        seconds: wall time.
+    """
+
+    heads: list[tuple[int, int]]
+    top1: list[float]
+    prob: list[float]
+    pool: list[tuple[int, int]]
+    scale: float
+    n: int
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"heads": [list(h) for h in self.heads], "top1": self.top1, "prob": self.prob,
+                "pool": [list(h) for h in self.pool], "scale": self.scale, "n": self.n,
+                "seconds": round(self.seconds, 3)}
+
+    def to_pandas(self):
+        """One row per step: ``step``, ``layer``, ``head``, ``top1``, ``prob``."""
+        import pandas as pd
+        return pd.DataFrame([{"step": i + 1, "layer": l, "head": h, "top1": a, "prob": p}
+                             for i, ((l, h), a, p) in enumerate(zip(self.heads, self.top1, self.prob))])
+
+
+def greedy_heads(
+    model: IVModel,
+    mean_acts: torch.Tensor,
+    prompts: EncodedPrompts,
+    pool: Sequence[tuple[int, int]],
+    *,
+    scale: float = 3.0,
+    max_heads: int = 8,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> GreedyPath:
+    """Choose heads one at a time for what the IV is for: zero-shot accuracy.
+
+    At each step every head of ``pool`` not yet chosen is tried: all chosen heads plus that one
+    are set to ``scale`` x their mean at the last token (the heads injection, see
+    :mod:`ivkit.vectors`) on the zero-shot ``prompts``, and the head giving the best top-1
+    accuracy, then the best mean answer probability, is added (the earlier one in ``pool`` on an
+    exact tie). The path stops when no head improves that score or ``max_heads`` are chosen.
+
+    Cost: about ``len(pool) * max_heads`` scorings of ``prompts``; keep the pool small (the top
+    15 or so of a ranking) and the prompts held out from the ones the heads are judged on later.
+
+    Args:
+        mean_acts: clean mean head outputs ``(n_layers, n_heads, d_head)``.
+        prompts: zero-shot selection prompts (encoded).
+        pool: candidate ``(layer, head)`` pairs.
+    """
+    from .io import progress_bar
+
+    g = model.geometry
+    if tuple(mean_acts.shape) != (g.n_layers, g.n_heads, g.d_head):
+        raise InputError(f"mean_acts has shape {tuple(mean_acts.shape)}; {model.name} needs "
+                         f"({g.n_layers}, {g.n_heads}, {g.d_head})")
+    pool = list(dict.fromkeys((int(l), int(h)) for l, h in pool))
+    if not pool:
+        raise InputError("greedy_heads needs at least one candidate head in pool")
+    if int(max_heads) < 1:
+        raise InputError(f"max_heads must be at least 1, got {max_heads}")
+    if len(prompts) == 0:
+        raise InputError("greedy_heads needs at least one selection prompt")
+    t0 = time.perf_counter()
+    chosen: list[tuple[int, int]] = []
+    top1: list[float] = []
+    prob: list[float] = []
+    best = (-1.0, -1.0)
+    bar = progress_bar(None, progress=progress, total=min(int(max_heads), len(pool)) * len(pool), desc="greedy heads")
+    while len(chosen) < min(int(max_heads), len(pool)):
+        step_best, step_head = None, None
+        for hd in pool:
+            if hd in chosen:
+                continue
+            iv = InstructionVector.build(model, mean_acts, heads=chosen + [hd])
+            iv.injection, iv.scale = "heads", float(scale)
+            s = score_prompts(model, prompts, vector=iv, batch_size=batch_size)
+            key = (float((s.ranks == 0).float().mean()), float(s.probs.mean()))
+            if step_best is None or key > step_best:
+                step_best, step_head = key, hd
+            bar.update(1)
+        if step_best <= best:
+            break
+        best = step_best
+        chosen.append(step_head)
+        top1.append(step_best[0])
+        prob.append(step_best[1])
+        log.info("greedy heads: + %d.%d -> top-1 %.3f, prob %.3f", *step_head, *step_best)
+    bar.close()
+    return GreedyPath(chosen, top1, prob, pool, float(scale), len(prompts), time.perf_counter() - t0)
 
 
 @dataclass
@@ -63,10 +171,11 @@ class Extraction:
     Attributes:
         iv: the instruction vector, with its injection layer set when a sweep ran.
         effects: the :class:`~ivkit.IndirectEffects` of every head, for the ranking the IV's
-            heads come from (``effects.info["ranking"]``).
+            heads come from (``effects.info["ranking"]``; with ``selection="greedy"`` and
+            ``ranking="both"``, the shuffled one).
         sweep: the validation-split :class:`~ivkit.LayerSweep`, or None.
         timings: seconds per stage (``filter``, ``mean_activations``, ``indirect_effects``,
-            ``build``, ``layer_sweep``).
+            ``greedy`` with ``selection="greedy"``, ``build``, ``layer_sweep``).
         filter: how many clean prompts were tried and how many the model got right.
         prompts: the clean and corrupted prompts used (to re-measure other checkpoints with).
         other_effects: with ``ranking="both"``, the effects of the ranking not chosen, by name.
@@ -105,7 +214,9 @@ class Extraction:
             eff.save(out / f"indirect_effects_{name}.json")
         if self.sweep is not None:
             atomic_write_text(out / "layer_sweep.json", json.dumps(self.sweep.to_dict(), indent=1))
-        to_html(self.effects.plot(top_k=self.iv.k, title=_title(self.iv)), out / "heads.html")
+        greedy = "head_selection" in self.iv.meta
+        to_html(self.effects.plot(top_k=self.iv.k, title=_title(self.iv), heads=self.iv.heads if greedy else None),
+                out / "heads.html")
         return out
 
 
@@ -239,7 +350,7 @@ def extract(
     shots: int = 10,
     mean_prompts: int = 100,
     trials: int = 25,
-    top_k: int | Sequence[int] = 10,
+    top_k: int | Sequence[int] | None = None,
     seed: int = 0,
     method: str | None = None,
     metric: str = "prob",
@@ -252,6 +363,11 @@ def extract(
     injection: str = "residual",
     ranking: str = "shuffled",
     zero_shot_trials: int = 100,
+    selection: str = "top_k",
+    greedy_pool: int = 15,
+    greedy_max_heads: int = 8,
+    greedy_scale: float = 3.0,
+    greedy_queries: int = 100,
     filter_correct: bool = True,
     batch_size: int = 16,
     progress: bool = True,
@@ -265,8 +381,9 @@ def extract(
         shots: demonstrations per prompt.
         mean_prompts: clean prompts averaged for the mean head activations.
         trials: corrupted prompts for the indirect effects.
-        top_k: heads in the IV; several values (e.g. ``(3, 5, 10, 20)``) build one IV each and
-            the validation sweep chooses among them, with the layer and scale.
+        top_k: heads in the IV (default 10); several values (e.g. ``(3, 5, 10, 20)``) build one
+            IV each and the validation sweep chooses among them, with the layer and scale. Not
+            with ``selection="greedy"``, whose candidates are the greedy path's prefixes.
         seed: seeds every random choice; same seed, same numbers.
         method: indirect-effect method: ``"fast"`` (exact, the default on the torch backend and
             on local nnsight models), ``"naive"`` (the per-head oracle; the default on the
@@ -289,14 +406,36 @@ def extract(
             training queries, the setting the IV is used in. ``"both"``: one IV per ranking
             (and per k), and the validation sweep chooses. See :mod:`ivkit.mediation`.
         zero_shot_trials: zero-shot prompts for the ``"zero_shot"`` ranking.
+        selection: ``"top_k"`` (the reference recipe: the top k heads of the ranking) or
+            ``"greedy"``: the pool is the top ``greedy_pool`` heads of each ranking computed, and
+            :func:`greedy_heads` adds them one at a time for zero-shot top-1 accuracy on
+            ``greedy_queries`` training queries (a sample of its own) with the heads injection at
+            ``greedy_scale``, up to ``greedy_max_heads``; each prefix of that path is a
+            candidate IV and the validation sweep chooses among them. Needs the sweep. Costs
+            about ``pool x max_heads`` scorings of the selection queries (12 min on SmolLM2 on
+            two slow cores for a pool of 23).
         filter_correct: keep only clean prompts the model answers right (the reference recipe).
             Turn off only for models that cannot do the task at all, such as random-init tests.
         batch_size: prompts per forward pass.
     """
     task = load_task(task)
-    ks = _check_options(model, top_k=top_k, method=method, metric=metric, style=style, post_norm=post_norm,
-                        sweep=sweep, scales=scales, shots=shots, mean_prompts=mean_prompts, trials=trials,
-                        injection=injection, ranking=ranking, zero_shot_trials=zero_shot_trials)
+    if selection not in SELECTIONS:
+        raise InputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if selection == "greedy":
+        if top_k is not None:
+            raise InputError("top_k does not apply to selection='greedy': its candidates are the prefixes of the "
+                             "greedy path; cap them with greedy_max_heads")
+        if not sweep:
+            raise InputError("selection='greedy' needs the validation sweep to choose the path's length")
+        for name, value in (("greedy_pool", greedy_pool), ("greedy_max_heads", greedy_max_heads),
+                            ("greedy_queries", greedy_queries)):
+            if int(value) < 1:
+                raise InputError(f"{name} must be at least 1, got {value}")
+        if not np.isfinite(float(greedy_scale)):
+            raise InputError(f"greedy_scale must be finite, got {greedy_scale}")
+    ks = _check_options(model, top_k=10 if top_k is None else top_k, method=method, metric=metric, style=style,
+                        post_norm=post_norm, sweep=sweep, scales=scales, shots=shots, mean_prompts=mean_prompts,
+                        trials=trials, injection=injection, ranking=ranking, zero_shot_trials=zero_shot_trials)
     injections = ["residual", "heads"] if injection == "auto" else [injection]
     rankings = list(RANKINGS[:2]) if ranking == "both" else [ranking]
     timings: dict[str, float] = {}
@@ -331,18 +470,32 @@ def extract(
                                          progress=progress, info=info, **method_options)
     timings["indirect_effects"] = time.perf_counter() - t0
 
-    # 5. The vector (one per candidate ranking and k).
+    # 5. The vector (one per candidate ranking and k, or per prefix of the greedy path).
     t0 = time.perf_counter()
-    keys = [(r, k) for r in rankings for k in ks]
-    candidates = [InstructionVector.build(
-        model, mean_acts, effects_by[r], k=k, post_norm=post_norm,
-        task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
-        shots=shots, mean_prompts=len(prompts.mean), trials=len(trial_prompts[r]), filter=fstats, ranking=r,
-    ) for r, k in keys]
+    provenance = dict(task=task.name, task_source=task.source, template=template.to_dict(), style=style, seed=seed,
+                      shots=shots, mean_prompts=len(prompts.mean), filter=fstats)
+    path = None
+    if selection == "greedy":
+        pool = [(l, h) for r in rankings for l, h, _ in effects_by[r].top_heads(int(greedy_pool))]
+        sel = encode_prompts(model, sample_prompts(split.train, style="zero_shot", n=int(greedy_queries), seed=seed,
+                                                   template=template, stream=13))
+        path = greedy_heads(model, mean_acts, sel, pool, scale=greedy_scale, max_heads=int(greedy_max_heads),
+                            batch_size=batch_size * 2, progress=progress)
+        timings["greedy"] = path.seconds
+        keys = [(ranking, n) for n in range(1, len(path.heads) + 1)]
+        candidates = [InstructionVector.build(
+            model, mean_acts, effects_by[rankings[0]], heads=path.heads[:n], post_norm=post_norm,
+            trials=len(trial_prompts[rankings[0]]), ranking=ranking, head_selection={"method": "greedy", **path.to_dict()},
+            method=effects_by[rankings[0]].method, metric=metric, **provenance) for _, n in keys]
+    else:
+        keys = [(r, k) for r in rankings for k in ks]
+        candidates = [InstructionVector.build(
+            model, mean_acts, effects_by[r], k=k, post_norm=post_norm, trials=len(trial_prompts[r]), ranking=r,
+            **provenance) for r, k in keys]
     if injection == "heads":
         for c in candidates:
             c.injection = "heads"
-    timings["build"] = time.perf_counter() - t0
+    timings["build"] = time.perf_counter() - t0 - timings.get("greedy", 0.0)
 
     # 6. Injection layer and scale (and k, when several are given), chosen on the validation split.
     iv, sw = candidates[0], None
@@ -364,17 +517,21 @@ def extract(
                                       "criterion": "top-1 accuracy, then mean answer probability, then residual "
                                                    "over heads injection, then the smaller scale, then the "
                                                    "lower layer"}
-        if len(ks) > 1:
+        if path is not None:
+            iv.meta["k_selection"] = {"candidates": [n for _, n in keys], "valid_top1": [x.best_top1 for x in sweeps],
+                                      "criterion": "top-1 accuracy, then mean answer probability, then the fewer "
+                                                   "heads (prefixes of the greedy path)"}
+        elif len(ks) > 1:
             iv.meta["k_selection"] = {"candidates": ks, "valid_top1": [s.best_top1 for (r, _), s in zip(keys, sweeps)
                                                                        if r == iv.meta["ranking"]],
                                       "criterion": "top-1 accuracy, then mean answer probability, then the smaller k"}
-        if len(rankings) > 1:
+        if len(rankings) > 1 and path is None:
             iv.meta["ranking_selection"] = {
                 "candidates": rankings,
                 "valid_top1": [max(s.best_top1 for (r2, _), s in zip(keys, sweeps) if r2 == r) for r in rankings],
                 "criterion": "top-1 accuracy, then mean answer probability, then the shuffled ranking"}
         timings["layer_sweep"] = time.perf_counter() - t0
-    chosen = iv.meta["ranking"]
+    chosen = iv.meta["ranking"] if iv.meta["ranking"] in effects_by else rankings[0]
     others = {r: e for r, e in effects_by.items() if r != chosen}
     return Extraction(iv, effects_by[chosen], sw, timings, fstats, prompts, others)
 

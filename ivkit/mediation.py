@@ -144,11 +144,11 @@ class IndirectEffects:
         df["rank"] = df["aie"].rank(ascending=False, method="first").astype(int)
         return df.sort_values("rank").reset_index(drop=True)
 
-    def plot(self, top_k: int = 10, title: str | None = None):
+    def plot(self, top_k: int = 10, title: str | None = None, heads: list[tuple[int, int]] | None = None):
         """Plotly heatmap (layers x heads); see :func:`ivkit.plotting.plot_head_importance`."""
         from .plotting import plot_head_importance
 
-        return plot_head_importance(self, top_k=top_k, title=title)
+        return plot_head_importance(self, top_k=top_k, title=title, heads=heads)
 
     def to_dict(self) -> dict[str, Any]:
         return {

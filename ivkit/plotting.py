@@ -12,11 +12,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .mediation import IndirectEffects
 
 
-def plot_head_importance(aie: "IndirectEffects | torch.Tensor", *, top_k: int = 10, title: str | None = None):
+def plot_head_importance(aie: "IndirectEffects | torch.Tensor", *, top_k: int = 10, title: str | None = None,
+                         heads: "list[tuple[int, int]] | None" = None):
     """Heatmap of AIE, layers (rows) x heads (columns); the top ``k`` heads are circled and ranked.
 
     Args:
         aie: :class:`~ivkit.IndirectEffects` or a ``(n_layers, n_heads)`` tensor.
+        heads: circle these ``(layer, head)`` pairs instead, numbered in the order given (an
+            IV's heads when they are not the top k, e.g. chosen greedily).
     """
     import plotly.graph_objects as go
 
@@ -32,14 +35,14 @@ def plot_head_importance(aie: "IndirectEffects | torch.Tensor", *, top_k: int = 
         colorbar={"title": "AIE"},
         hovertemplate="layer %{y}, head %{x}<br>AIE %{z:.4g}<extra></extra>",
     ))
-    top = ie.top_heads(top_k)
+    top = ie.top_heads(top_k) if heads is None else [(int(l), int(h), float(z[l, h])) for l, h in heads]
     if top:
         fig.add_trace(go.Scatter(
             x=[h for _, h, _ in top], y=[l for l, _, _ in top], mode="markers+text",
             marker={"symbol": "circle-open", "size": 16, "color": "black", "line": {"width": 2}},
             text=[str(i + 1) for i in range(len(top))], textposition="middle right",
-            name=f"top {top_k}",
-            hovertemplate="rank %{text}: layer %{y}, head %{x}<extra></extra>",
+            name=f"top {top_k}" if heads is None else "chosen heads",
+            hovertemplate=("rank" if heads is None else "step") + " %{text}: layer %{y}, head %{x}<extra></extra>",
         ))
     metric = {"prob": "P(answer)", "logit": "answer logit", "nll": "-ΔNLL"}.get(ie.metric, ie.metric)
     fig.update_layout(

@@ -191,6 +191,10 @@ def test_heads_injection_through_the_cli(extracted, tiny_llama_dir, tmp_path):
     (["evaluate", "m", "t", "--iv", "x", "--injection", "heads", "--layer", "1"], "drop --layer"),
     (["extract", "m", "t", "--out", "x", "--ranking", "random"], "--ranking must be one of shuffled, zero_shot, both"),
     (["extract", "m", "t", "--out", "x", "--ranking", "both", "--no-sweep"], "--ranking both needs the validation"),
+    (["extract", "m", "t", "--out", "x", "--select", "best"], "--select must be one of top_k, greedy"),
+    (["extract", "m", "t", "--out", "x", "--select", "greedy", "--top-k", "5"], "--top-k does not go with --select greedy"),
+    (["extract", "m", "t", "--out", "x", "--select", "greedy", "--layer", "2"], "--select greedy needs the validation sweep"),
+    (["extract", "m", "t", "--out", "x", "--select", "greedy", "--greedy-pool", "0"], "--greedy-pool must be at least 1"),
 ])
 def test_injection_usage_errors_come_before_any_load(args, needle):
     proc = run(*args)
@@ -212,3 +216,19 @@ def test_zero_shot_ranking_through_the_cli(extracted, tiny_llama_dir, tmp_path):
     assert chosen["info"]["ranking"] == summary["ranking"] and rest["info"]["ranking"] == other
     assert len(rest["per_trial"] if other == "shuffled" else chosen["per_trial"]) == 2  # the shuffled trials
     assert len(chosen["per_trial"] if other == "shuffled" else rest["per_trial"]) == 4  # --zero-shot-trials
+
+
+def test_greedy_selection_through_the_cli(extracted, tiny_llama_dir, tmp_path):
+    _, task, _ = extracted
+    out = tmp_path / "greedy"
+    proc = run("extract", tiny_llama_dir, task, "--out", out, "--shots", 3, "--mean-prompts", 5, "--trials", 2,
+               "--seed", 1, "--no-filter", "--select", "greedy", "--greedy-pool", 3, "--greedy-max-heads", 2,
+               "--greedy-queries", 6, "--injection", "heads", "--scales", "2", "--greedy-scale", 2, "--json",
+               check=True)
+    summary = json.loads(proc.stdout)
+    meta = json.loads((out / "iv.json").read_text())
+    sel = meta["head_selection"]
+    assert summary["selection"] == "greedy" and summary["injection"] == "heads" and summary["scale"] == 2
+    assert len(sel["pool"]) == 3 and sel["scale"] == 2 and 1 <= len(sel["heads"]) <= 2
+    assert [[l, h] for l, h, _ in summary["heads"]] == sel["heads"][:summary["k"]]
+    assert meta["k_selection"]["candidates"] == list(range(1, len(sel["heads"]) + 1))

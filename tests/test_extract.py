@@ -88,6 +88,13 @@ def test_top_k_candidates_are_chosen_on_the_validation_split(tiny_llama, task_fi
     (dict(ranking="random"), "ranking must be one of shuffled, zero_shot, both"),
     (dict(ranking="both", sweep=False), "needs the validation sweep to choose between the rankings"),
     (dict(ranking="zero_shot", zero_shot_trials=0), "zero_shot_trials must be at least 1"),
+    (dict(selection="best"), "selection must be one of top_k, greedy"),
+    (dict(selection="greedy", top_k=5), "top_k does not apply to selection='greedy'"),
+    (dict(selection="greedy", sweep=False), "needs the validation sweep to choose the path's length"),
+    (dict(selection="greedy", greedy_pool=0), "greedy_pool must be at least 1"),
+    (dict(selection="greedy", greedy_max_heads=0), "greedy_max_heads must be at least 1"),
+    (dict(selection="greedy", greedy_queries=0), "greedy_queries must be at least 1"),
+    (dict(selection="greedy", greedy_scale=float("nan")), "greedy_scale must be finite"),
 ])
 def test_bad_options_fail_before_any_forward_pass(tiny_llama, task_file, monkeypatch, bad, match):
     from ivkit import InputError
@@ -158,3 +165,95 @@ def test_both_rankings_are_chosen_on_the_validation_split(tmp_path, tiny_llama, 
     both.save(tmp_path / "out")
     assert (tmp_path / "out" / f"indirect_effects_{other}.json").exists()
     assert InstructionVector.load(tmp_path / "out").meta["ranking"] == r
+
+
+def _hand_greedy(model, enc, means, pool, scale, max_heads):
+    """Independent oracle for :func:`ivkit.greedy_heads`: plain forward pre-hooks on the output
+    projections, one prompt at a time, no ivkit scoring or injection code."""
+    g = model.geometry
+
+    def score(heads):
+        def hook_for(layer):
+            def pre(module, args):
+                x = args[0].clone()
+                for l, h in heads:
+                    if l == layer:
+                        x[0, -1, h * g.d_head:(h + 1) * g.d_head] = scale * means[l, h]
+                return (x,)
+            return pre
+
+        handles = [model.attn_out_proj(l).register_forward_pre_hook(hook_for(l)) for l in {l for l, _ in heads}]
+        right, probs = 0, 0.0
+        try:
+            with torch.no_grad():
+                for ids, target in zip(enc.input_ids, enc.first_token.tolist()):
+                    p = torch.softmax(model.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+                    right += int(p.argmax().item() == target)
+                    probs += p[target].item()
+        finally:
+            for h in handles:
+                h.remove()
+        return right / len(enc), probs / len(enc)
+
+    chosen, scores, best = [], [], (-1.0, -1.0)
+    while len(chosen) < max_heads:
+        step = max(((score(chosen + [hd]), -i, hd) for i, hd in enumerate(pool) if hd not in chosen))
+        if step[0] <= best:
+            break
+        best = step[0]
+        chosen.append(step[2])
+        scores.append(step[0])
+    return chosen, scores
+
+
+# (7, 1.0) runs to the cap of 3 heads; (4, 2.5) stops after one, when no second head improves.
+@pytest.mark.parametrize("seed, scale, stops_early", [(7, 1.0, False), (4, 2.5, True)])
+def test_greedy_heads_equals_a_hand_written_greedy_search(tiny_llama, seed, scale, stops_early):
+    from ivkit import greedy_heads, head_activations
+
+    from .conftest import prompts_of_mixed_lengths
+
+    enc = prompts_of_mixed_lengths(tiny_llama, n=6, style="zero_shot", seed=seed)
+    means = head_activations(tiny_llama, prompts_of_mixed_lengths(tiny_llama, n=4, seed=5)).mean(0)
+    pool = [(0, 1), (1, 2), (2, 3), (2, 0), (1, 0)]
+    path = greedy_heads(tiny_llama, means, enc, pool + [(0, 1)], scale=scale, max_heads=3, batch_size=4,
+                        progress=False)
+    heads, scores = _hand_greedy(tiny_llama, enc, means, pool, scale, 3)
+    assert path.pool == pool  # duplicates dropped, order kept
+    assert path.heads == heads and 1 <= len(heads) <= 3
+    assert [round(a, 6) for a in path.top1] == [round(a, 6) for a, _ in scores]
+    assert torch.allclose(torch.tensor(path.prob), torch.tensor([p for _, p in scores]), atol=1e-5)
+    keys = list(zip(path.top1, path.prob))
+    assert all(b > a for a, b in zip(keys, keys[1:]))  # each added head improved the score
+    assert (len(heads) < 3) == stops_early
+    df = path.to_pandas()
+    assert list(df["layer"]) == [l for l, _ in heads] and list(df["step"]) == list(range(1, len(heads) + 1))
+
+
+def test_greedy_selection_builds_one_candidate_per_prefix(tmp_path, tiny_llama, task_file):
+    from ivkit import greedy_heads
+    from ivkit.tasks import encode_prompts, sample_prompts
+
+    kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False, seed=2, scales=(1.0, 3.0),
+              zero_shot_trials=5)
+    res = extract(tiny_llama, str(task_file), ranking="both", selection="greedy", greedy_pool=3, greedy_max_heads=3,
+                  greedy_queries=8, injection="auto", **kw)
+    sel = res.iv.meta["head_selection"]
+    # the pool: the top 3 of each ranking, shuffled first, without repeats
+    zero = res.other_effects["zero_shot"]
+    pool = list(dict.fromkeys([(l, h) for l, h, _ in res.effects.top_heads(3)] + [(l, h) for l, h, _ in zero.top_heads(3)]))
+    assert [tuple(x) for x in sel["pool"]] == pool and sel["method"] == "greedy" and sel["scale"] == 3.0
+    # the same path from the public function, on the same selection queries
+    split = load_task(task_file).split(2)
+    enc = encode_prompts(tiny_llama, sample_prompts(split.train, style="zero_shot", n=8, seed=2, stream=13))
+    path = greedy_heads(tiny_llama, res.iv.mean_activations, enc, pool, scale=3.0, max_heads=3, progress=False)
+    assert [tuple(x) for x in sel["heads"]] == path.heads
+    # the IV is a prefix, chosen on validation among all prefixes
+    n = res.iv.k
+    assert res.iv.heads == path.heads[:n] and res.iv.meta["k_selection"]["candidates"] == list(range(1, len(path.heads) + 1))
+    assert res.iv.meta["k_selection"]["valid_top1"][n - 1] == max(res.iv.meta["k_selection"]["valid_top1"])
+    assert res.iv.meta["ranking"] == "both" and "greedy" in res.timings
+    res.save(tmp_path / "out")
+    back = InstructionVector.load(tmp_path / "out", model=tiny_llama)
+    assert back.heads == res.iv.heads and back.meta["head_selection"]["heads"] == sel["heads"]
+    assert torch.equal(back.vector, res.iv.vector)

@@ -120,6 +120,9 @@ def test_indirect_effects_json_roundtrip_and_accessors(tmp_path):
     assert list(df.columns) == ["layer", "head", "aie", "std", "rank"] and df.iloc[0]["rank"] == 1
     fig = ie.plot(top_k=2)
     assert fig.data[0].z.shape == (2, 2)
+    assert (list(fig.data[1].x), list(fig.data[1].y)) == ([1, 0], [0, 0])  # the top 2 circled: (0, 1), (0, 0)
+    mine = ie.plot(heads=[(1, 1), (0, 1)])  # an IV's own heads, in their order, when they are not the top k
+    assert (list(mine.data[1].x), list(mine.data[1].y), mine.data[1].name) == ([1, 1], [1, 0], "chosen heads")
 
 
 def test_rank_agreement():
