@@ -2,25 +2,45 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.ivkit-setup
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup setup-demo demo test test-fast test-latest lock lint clean
 
-$(STAMP): pyproject.toml scripts/setup_env.sh
-	PYTHON=$(PYTHON) VENV=$(VENV) sh scripts/setup_env.sh
-	touch $(STAMP)
+# What each environment was built from: rebuilt when the lock or the set-up script changes.
+$(VENV)/.ivkit-demo: requirements/demo.txt scripts/setup_env.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) PROFILE=demo sh scripts/setup_env.sh
+	touch $@
 
-setup: $(STAMP)
+$(VENV)/.ivkit-dev: requirements/dev.txt scripts/setup_env.sh
+	PYTHON=$(PYTHON) VENV=$(VENV) PROFILE=dev sh scripts/setup_env.sh
+	touch $@ $(VENV)/.ivkit-demo
 
-demo: $(STAMP)
+setup-demo: $(VENV)/.ivkit-demo
+setup: $(VENV)/.ivkit-dev
+
+demo: $(VENV)/.ivkit-demo
 	$(VENV)/bin/ivkit demo --out runs/demo
 
-test: $(STAMP)
-	$(PY) -m pytest
+test: $(VENV)/.ivkit-dev
+	$(PY) -m pytest --durations=15
 
-test-fast: $(STAMP)
+test-fast: $(VENV)/.ivkit-dev
 	$(PY) -m pytest -m "not slow"
 
+# Drift check (not in CI): a second environment with the newest releases the ranges allow,
+# running the unit tests, so that a breaking release is seen the day it ships.
+test-latest:
+	rm -rf .venv-latest
+	PYTHON=$(PYTHON) VENV=.venv-latest PROFILE=latest sh scripts/setup_env.sh
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest -m "not slow" -p no:cacheprovider
+
+# Re-resolve requirements/*.txt from pyproject's ranges (after changing a range, or to move on).
+lock:
+	sh scripts/lock.sh
+
+lint: $(VENV)/.ivkit-dev
+	$(VENV)/bin/ruff check ivkit tests scripts
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-tools runs .pytest_cache
