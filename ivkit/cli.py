@@ -111,6 +111,12 @@ def _eval_table(ev) -> str:
     return "\n".join(lines)
 
 
+def _method_line(res) -> str:
+    """``method: fast``, or ``method: naive (fast unavailable: <reason>)`` after a fallback."""
+    reason = res.effects.info.get("fast_unavailable")
+    return f"method: {res.effects.method}" + (f" (fast unavailable: {reason})" if reason else "")
+
+
 def _extract(model_obj, task: str, out: Path, *, layer: Optional[int], quiet: bool, load_seconds: float,
              sweep: bool = True, scales: str = "1,2,3,4", max_memory_mb: float = 1024.0, **options: Any):
     """Run :func:`ivkit.extract` with the CLI's options, record the load time, save to ``out``."""
@@ -217,7 +223,8 @@ def extract_cmd(
                "selection": res.iv.meta.get("head_selection", {}).get("method", "top_k"),
                "heads": [[l, h, a] for (l, h), a in zip(res.iv.heads, res.iv.head_aie)],
                "filter": res.filter, "timings": {k: round(v, 2) for k, v in res.timings.items()},
-               "method": res.effects.method, "backend": ivm.backend.name}
+               "method": res.effects.method, "backend": ivm.backend.name,
+               "fast_unavailable": res.effects.info.get("fast_unavailable")}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
@@ -225,6 +232,7 @@ def extract_cmd(
         typer.echo(f"injection: {_where(res.iv.injection, res.iv.layer, res.iv.k)}, scale {res.iv.scale:g}, "
                    f"heads ranked on {res.iv.meta.get('ranking', 'shuffled')} prompts   "
                    f"wrote {out}/")
+        typer.echo(_method_line(res))
         typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
 
 
@@ -313,6 +321,7 @@ def demo_cmd(
     typer.echo("")
     typer.echo(_eval_table(ev))
     typer.echo("")
+    typer.echo(_method_line(res))
     typer.echo("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in res.timings.items()))
     typer.echo(f"head-importance plot: {out / 'heads.html'}")
 

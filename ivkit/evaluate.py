@@ -169,6 +169,7 @@ class LayerSweep:
     seconds: float = 0.0
     heads_top1: list[float] | None = None
     heads_prob: list[float] | None = None
+    fast_unavailable: str | None = None
 
     def cells(self) -> list[dict[str, Any]]:
         """Every cell tried: ``{"injection", "layer" (None for heads), "scale", "top1", "mean_prob"}``."""
@@ -225,6 +226,8 @@ class LayerSweep:
                "best_scale": self.best_scale, "best_top1": self.best_top1, "seconds": self.seconds}
         if self.heads_top1 is not None:
             out.update(heads_top1=self.heads_top1, heads_prob=self.heads_prob, best_injection=self.best_injection)
+        if self.fast_unavailable:
+            out["fast_unavailable"] = self.fast_unavailable
         return out
 
     def plot(self, title: str | None = None):
@@ -247,8 +250,8 @@ def _sweep_naive(model, vector, prompts, layers, scales, batch_size, progress):
 def _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb, guard_tol=1e-4):
     """All (layer, scale) cells by continuation: adding the vector at the last position changes
     only that position, so each cell re-runs one position from the layer above up."""
-    from .fast import (FastPathUnsupported, RowGroup, _final_logits, _prompts_per_pass, continue_rows,
-                       logits_rows_for, run_prefix)
+    from .blockcall import FastPathUnsupported
+    from .fast import RowGroup, _final_logits, _prompts_per_pass, continue_rows, logits_rows_for, run_prefix
 
     g = model.geometry
     n_cells = len(layers) * len(scales)
@@ -317,8 +320,7 @@ def layer_sweep(
     (through the backend) on the others.
     ``scale=x`` is shorthand for ``scales=(x,)``.
     """
-    from .fast import FastPathUnsupported
-
+    from .blockcall import FastPathUnsupported
     from .vectors import INJECTIONS
 
     t0 = time.perf_counter()
@@ -354,13 +356,13 @@ def layer_sweep(
         log.info("the fast layer sweep needs the Hugging Face modules (torch backend, or nnsight locally); "
                  "sweeping through %s with a full pass per cell", model.backend.name)
         method = "naive"
-    used = method
+    used, note = method, None
     if method == "fast":
         try:
             top1, mprob, b1, bp = _sweep_fast(model, vector, prompts, layers, scales, progress, max_memory_mb)
         except FastPathUnsupported as e:
             log.warning("fast layer sweep unavailable for %s (%s); running a full pass per cell", model.model_type, e)
-            used = "naive"
+            used, note = "naive", str(e)
     elif method != "naive":
         raise InputError(f"unknown sweep method {method!r}; use fast or naive")
     if used == "naive":
@@ -368,7 +370,7 @@ def layer_sweep(
         b1, bp = base.accuracy(1), base.mean_prob
         top1, mprob = _sweep_naive(model, vector, prompts, layers, scales, batch_size, progress)
     return LayerSweep(layers, scales, top1, mprob, b1, bp, len(prompts), split, used, time.perf_counter() - t0,
-                      heads_top1, heads_prob)
+                      heads_top1, heads_prob, note)
 
 
 # --------------------------------------------------------------------------------------------

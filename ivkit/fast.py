@@ -48,6 +48,8 @@ import torch
 from einops import rearrange
 
 from .backends.torch_backend import attach_hf_hooks
+from .blockcall import (FastPathUnsupported, bind_block_call, cache_argument, check_remakeable,
+                        remake_block_kwargs)
 from .hooks import HeadPatch
 from .io import progress_bar
 from .models import IVModel, _get_module
@@ -55,14 +57,6 @@ from .models import IVModel, _get_module
 log = logging.getLogger(__name__)
 
 ATTN_KEY = "ivkit_prefix"
-
-#: Block keyword arguments the continuation knows how to re-make for its rows.
-_KNOWN_BLOCK_KWARGS = {"attention_mask", "position_ids", "past_key_values", "position_embeddings", "use_cache",
-                       "cache_position", "output_attentions", "past_key_value", "layer_past"}
-
-
-class FastPathUnsupported(RuntimeError):
-    """The fast path cannot reproduce this model's forward pass; the caller falls back to naive."""
 
 
 @dataclass
@@ -180,20 +174,6 @@ def _cache_kv(cache: Any, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cache.key_cache[layer], cache.value_cache[layer]  # older transformers
 
 
-def _rows_of(value: Any, s: int, seq_len: int, n: int) -> Any:
-    """The last ``s`` positions of a per-position block argument, each prompt's repeated for its
-    ``n`` rows: ``(P, T, ...)`` -> ``(P * n, s, ...)``."""
-    if isinstance(value, tuple):
-        return tuple(_rows_of(v, s, seq_len, n) for v in value)
-    if not torch.is_tensor(value):
-        return value
-    if value.dim() >= 2 and value.shape[1] == seq_len:
-        return value[:, seq_len - s:].repeat_interleave(n, dim=0)
-    if value.dim() == 1 and value.shape[0] == seq_len:  # cache_position
-        return value[seq_len - s:]
-    raise FastPathUnsupported(f"cannot re-make a block argument of shape {tuple(value.shape)}")
-
-
 def _final_logits(model: IVModel, hidden: torch.Tensor) -> torch.Tensor:
     norm = _get_module(model.model, model.spec.final_norm)
     logits = model.model.get_output_embeddings()(norm(hidden)).float()
@@ -302,12 +282,9 @@ def run_prefix(model: IVModel, sequences: list[list[int]], s: int) -> PrefixRun:
 
     def pre_hook(layer: int):
         def hook(module, args, kwargs):
-            if len(args) > 1:
-                raise FastPathUnsupported(f"{type(module).__name__} takes positional arguments besides the "
-                                          f"hidden states; they cannot be re-made per row")
-            h = args[0] if args else kwargs["hidden_states"]
+            h, named = bind_block_call(module, args, kwargs)
             block_in[layer] = h[:, T - s:].clone()
-            block_kwargs[layer] = {k: v for k, v in kwargs.items() if k != "hidden_states"}
+            block_kwargs[layer] = named
         return hook
 
     def last_hook(module, args, output):
@@ -315,17 +292,17 @@ def run_prefix(model: IVModel, sequences: list[list[int]], s: int) -> PrefixRun:
         block_in[g.n_layers] = h[:, T - s:].clone()
 
     cache = DynamicCache()
+    cache_kw = {cache_argument(model.model): cache}
     handles = [model.block(l).register_forward_pre_hook(pre_hook(l), with_kwargs=True) for l in range(g.n_layers)]
     handles.append(model.block(g.n_layers - 1).register_forward_hook(last_hook))
     try:
         out = model.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                          position_ids=batch.position_ids, past_key_values=cache, use_cache=True, logits_to_keep=s)
+                          position_ids=batch.position_ids, use_cache=True, logits_to_keep=s, **cache_kw)
     finally:
         for h in handles:
             h.remove()
-    unknown = set().union(*(kw.keys() for kw in block_kwargs.values())) - _KNOWN_BLOCK_KWARGS
-    if unknown:
-        raise FastPathUnsupported(f"decoder blocks take arguments it cannot re-make: {sorted(unknown)}")
+    for kw in block_kwargs.values():
+        check_remakeable(kw, T)
     prefix = {}
     for l in range(g.n_layers):
         k, v = _cache_kv(cache, l)
@@ -351,61 +328,47 @@ def continue_rows(run: PrefixRun, groups: list[RowGroup]) -> list[torch.Tensor]:
     hidden = torch.empty(P, 0, s, g.d_model, device=dev, dtype=model.dtype)
     own = _OwnKeysCache()
     gi = 0
-    try:
-        with _attention_implementation(model, ATTN_KEY):
-            for l in range(g.n_layers + 1):
-                joining = []
-                while gi < len(order) and groups[order[gi]].layer == l:
-                    joining.append(order[gi])
-                    gi += 1
-                patch_mask = None
-                patch_values = None
-                patch_pos = None
-                for i in joining:
-                    grp = groups[i]
-                    spans[i] = (hidden.shape[1], hidden.shape[1] + grp.hidden.shape[1])
-                    hidden = torch.cat([hidden, grp.hidden.to(hidden.dtype)], dim=1)
-                if l == g.n_layers:
-                    break
-                patched = [i for i in joining if groups[i].patch_mask is not None]
-                if patched:
-                    patch_mask = torch.zeros(P, hidden.shape[1], H, dtype=torch.bool, device=dev)
-                    for i in patched:
-                        a, b = spans[i]
-                        patch_mask[:, a:b] = groups[i].patch_mask
-                        if patch_values is not None and not torch.equal(patch_values, groups[i].patch_values):
-                            raise ValueError("row groups joining one layer must share their patch values")
-                        patch_values = groups[i].patch_values
-                        patch_pos = groups[i].patch_pos
-                if hidden.shape[1] == 0:
-                    continue
-                n = hidden.shape[1]
-                run.ctx.n = n
-                kw = dict(run.block_kwargs[l])
-                kw["attention_mask"] = run.ctx
-                for key in ("position_ids", "position_embeddings", "cache_position"):
-                    if kw.get(key) is not None:
-                        kw[key] = _rows_of(kw[key], s, T, n)
-                for key in ("past_key_values", "past_key_value", "layer_past"):
-                    if key in kw:
-                        kw[key] = own
-                if "use_cache" in kw:
-                    kw["use_cache"] = False
-                if patch_mask is not None:
-                    detach = attach_hf_hooks(model, HeadPatch(
-                        l, patch_mask.flatten(0, 1), patch_values.to(hidden.dtype), g.n_heads, g.d_head,
-                        positions=patch_pos.repeat_interleave(n)))
-                    try:
-                        res = model.block(l)(hidden.flatten(0, 1), **kw)
-                    finally:
-                        detach()
-                else:
+    with _attention_implementation(model, ATTN_KEY):
+        for l in range(g.n_layers + 1):
+            joining = []
+            while gi < len(order) and groups[order[gi]].layer == l:
+                joining.append(order[gi])
+                gi += 1
+            patch_mask = None
+            patch_values = None
+            patch_pos = None
+            for i in joining:
+                grp = groups[i]
+                spans[i] = (hidden.shape[1], hidden.shape[1] + grp.hidden.shape[1])
+                hidden = torch.cat([hidden, grp.hidden.to(hidden.dtype)], dim=1)
+            if l == g.n_layers:
+                break
+            patched = [i for i in joining if groups[i].patch_mask is not None]
+            if patched:
+                patch_mask = torch.zeros(P, hidden.shape[1], H, dtype=torch.bool, device=dev)
+                for i in patched:
+                    a, b = spans[i]
+                    patch_mask[:, a:b] = groups[i].patch_mask
+                    if patch_values is not None and not torch.equal(patch_values, groups[i].patch_values):
+                        raise ValueError("row groups joining one layer must share their patch values")
+                    patch_values = groups[i].patch_values
+                    patch_pos = groups[i].patch_pos
+            if hidden.shape[1] == 0:
+                continue
+            n = hidden.shape[1]
+            run.ctx.n = n
+            kw = remake_block_kwargs(run.block_kwargs[l], context=run.ctx, own_cache=own, s=s, seq_len=T, n=n)
+            if patch_mask is not None:
+                detach = attach_hf_hooks(model, HeadPatch(
+                    l, patch_mask.flatten(0, 1), patch_values.to(hidden.dtype), g.n_heads, g.d_head,
+                    positions=patch_pos.repeat_interleave(n)))
+                try:
                     res = model.block(l)(hidden.flatten(0, 1), **kw)
-                hidden = (res[0] if isinstance(res, tuple) else res).view(P, n, s, g.d_model)
-    except (FastPathUnsupported, ValueError):
-        raise
-    except Exception as e:  # anything the blocks could not take: report, let the caller fall back
-        raise FastPathUnsupported(f"{type(e).__name__}: {e}") from e
+                finally:
+                    detach()
+            else:
+                res = model.block(l)(hidden.flatten(0, 1), **kw)
+            hidden = (res[0] if isinstance(res, tuple) else res).view(P, n, s, g.d_model)
     return [hidden[:, spans[i][0]:spans[i][1]] for i in range(len(groups))]
 
 
@@ -458,7 +421,7 @@ def _fast_chunk(model: IVModel, items, mean_acts: torch.Tensor, metric: str, gua
 
 def fast_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: str, progress: bool, *,
                  prompts_per_pass: int | None = None, max_memory_mb: float = 1024.0, guard_tol: float = 1e-4,
-                 logits_rows: int | None = None, fallback: bool = True, **_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+                 logits_rows: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``method="fast"``: exact per-head effects via last-position continuation (see module doc).
 
     Args:
@@ -469,36 +432,30 @@ def fast_effects(model: IVModel, items, mean_acts: torch.Tensor, metric: str, pr
             pass, in metric units.
         logits_rows: rows unembedded at a time (bounds the ``rows x vocab`` logits); default:
             as many as fit in half of ``max_memory_mb`` (:func:`logits_rows_for`).
-        fallback: on an unsupported model, log why and run the naive path (else raise).
 
     Returns:
         ``(per_trial (n, n_layers, n_heads), baseline (n,))``, as the naive path.
-    """
-    from .mediation import _naive
 
+    Raises:
+        FastPathUnsupported: the model has something the continuation cannot re-run (the
+            dispatcher, :func:`ivkit.indirect_effects`, then falls back and records it).
+    """
     g = model.geometry
-    try:
-        max_len = max(len(it.ids) for it in items)
-        s = _suffix(items, metric)
-        per_pass = prompts_per_pass or _prompts_per_pass(model, max_len, s, max_memory_mb)
-        logits_rows = logits_rows or logits_rows_for(model, s, max_memory_mb)
-        effects = torch.empty(len(items), g.n_layers, g.n_heads)
-        baseline = torch.empty(len(items))
-        order = sorted(range(len(items)), key=lambda i: len(items[i].ids))  # similar lengths: less padding
-        bar = progress_bar(total=len(items), desc="indirect effects (fast)", progress=progress)
-        for a in range(0, len(order), per_pass):
-            idx = order[a:a + per_pass]
-            effects[idx], baseline[idx] = _fast_chunk(model, [items[i] for i in idx], mean_acts, metric,
-                                                      guard_tol, logits_rows)
-            bar.update(len(idx))
-        bar.close()
-        return effects, baseline
-    except FastPathUnsupported as e:
-        if not fallback:
-            raise
-        log.warning("fast path unavailable for %s (%s); computing the naive per-head loop instead",
-                    model.model_type, e)
-        return _naive(model, items, mean_acts, metric, progress)
+    max_len = max(len(it.ids) for it in items)
+    s = _suffix(items, metric)
+    per_pass = prompts_per_pass or _prompts_per_pass(model, max_len, s, max_memory_mb)
+    logits_rows = logits_rows or logits_rows_for(model, s, max_memory_mb)
+    effects = torch.empty(len(items), g.n_layers, g.n_heads)
+    baseline = torch.empty(len(items))
+    order = sorted(range(len(items)), key=lambda i: len(items[i].ids))  # similar lengths: less padding
+    bar = progress_bar(total=len(items), desc="indirect effects (fast)", progress=progress)
+    for a in range(0, len(order), per_pass):
+        idx = order[a:a + per_pass]
+        effects[idx], baseline[idx] = _fast_chunk(model, [items[i] for i in idx], mean_acts, metric,
+                                                  guard_tol, logits_rows)
+        bar.update(len(idx))
+    bar.close()
+    return effects, baseline
 
 
 _register_attention()

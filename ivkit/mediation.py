@@ -42,6 +42,7 @@ import torch
 from .errors import ArtifactError, IncompatibleVectorError, InputError
 from .hooks import patch_head_outputs, record_head_outputs
 from .attribution import attribution_effects
+from .blockcall import FastPathUnsupported
 from .fast import fast_effects
 from .io import atomic_write_text, progress_bar
 from .models import IVModel, length_batches
@@ -356,7 +357,13 @@ def indirect_effects(
             it (torch, local nnsight), ``"naive"`` elsewhere (see :func:`resolve_method`).
         metric: ``"prob"``, ``"logit"`` or ``"nll"`` (see the module docstring).
         options: passed to the method, e.g. ``max_memory_mb`` / ``prompts_per_pass`` for fast,
-            ``batch_size`` for attribution.
+            ``batch_size`` for attribution; ``fallback=False`` makes an unsupported model an error
+            for ``"fast"`` instead of a fallback to ``"naive"``.
+
+    When ``"fast"`` cannot run on a model (:class:`~ivkit.blockcall.FastPathUnsupported`), the naive
+    loop computes the same numbers instead, and the result records it: ``method`` is ``"naive"``
+    and ``info["fast_unavailable"]`` holds the reason (both saved in ``indirect_effects.json``
+    and ``iv.json``).
 
     Returns:
         :class:`IndirectEffects` with ``aie`` ``(n_layers, n_heads)``.
@@ -368,12 +375,22 @@ def indirect_effects(
         raise InputError("indirect_effects needs at least one corrupted prompt")
     check_mean_activations(model, mean_acts)
     items = prepare_metric_inputs(corrupted, metric)
+    fallback = options.pop("fallback", True)
+    info = {"backend": model.backend.name, **dict(info or {})}
     t0 = time.perf_counter()
-    per_trial, baseline = METHODS[method](model, items, mean_acts.float(), metric, progress, **options)
+    try:
+        per_trial, baseline = METHODS[method](model, items, mean_acts.float(), metric, progress, **options)
+    except FastPathUnsupported as e:
+        if method != "fast" or not fallback:
+            raise
+        log.warning("fast path unavailable for %s (%s); computing the naive per-head loop instead",
+                    model.model_type, e)
+        info["fast_unavailable"] = str(e)
+        method = "naive"
+        per_trial, baseline = _naive(model, items, mean_acts.float(), metric, progress)
     seconds = time.perf_counter() - t0
     log.info("indirect effects (%s, %d trials x %d heads) took %.1f s", method, len(items),
              model.geometry.n_total_heads, seconds)
-    info = {"backend": model.backend.name, **dict(info or {})}
     return IndirectEffects(per_trial.mean(0), per_trial, baseline, method, metric, seconds, info)
 
 

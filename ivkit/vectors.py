@@ -207,6 +207,8 @@ class InstructionVector:
             aie = [a for _, _, a in top]
             meta.setdefault("method", ie.method)
             meta.setdefault("metric", ie.metric)
+            if ie.info.get("fast_unavailable"):
+                meta.setdefault("fast_unavailable", ie.info["fast_unavailable"])
         else:
             heads = [(int(l), int(h)) for l, h in heads]
             for l, h in heads:

@@ -1,5 +1,6 @@
-"""method="fast" must give the naive numbers; method="attribution" must be exact where the model
-is linear; unsupported models fall back to naive with a logged reason, never a wrong answer."""
+"""method="fast" must give the naive numbers on every architecture in the table; method="attribution"
+must be exact where the model is linear; a model the fast path cannot re-run falls back to naive with
+the reason logged and saved, never a wrong answer; any other error inside the fast path propagates."""
 
 import logging
 
@@ -8,7 +9,7 @@ import torch
 
 import ivkit
 from ivkit import indirect_effects, mean_head_activations
-from ivkit.fast import FastPathUnsupported
+from ivkit.blockcall import FastPathUnsupported
 
 from .conftest import make_tiny, prompts_of_mixed_lengths
 
@@ -36,12 +37,25 @@ def test_fast_equals_naive(tiny_model, metric, caplog):
     assert [h[:2] for h in fast.top_heads(5)] == [h[:2] for h in naive.top_heads(5)]
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "mistral", "qwen3", "gemma", "gemma2", "gpt_neox"])
-def test_fast_equals_naive_other_families(kind, tokenizer):
-    model = ivkit.load_model(make_tiny(kind, len(tokenizer)), tokenizer)
+#: model_type in ivkit's architecture table -> the tiny model of conftest.make_tiny.
+TINY_KIND = {"llama": "llama", "mistral": "mistral", "qwen2": "qwen2", "qwen3": "qwen3", "gemma": "gemma",
+             "gemma2": "gemma2", "gemma3_text": "gemma3", "gpt2": "gpt2", "gpt_neox": "gpt_neox"}
+
+
+def test_every_architecture_in_the_table_has_a_tiny_model():
+    assert set(ivkit.ARCHITECTURES) == set(TINY_KIND), "add a tiny model for the new architecture (conftest)"
+
+
+@pytest.mark.parametrize("model_type", sorted(TINY_KIND))
+def test_fast_never_falls_back_on_a_supported_architecture(model_type, tokenizer):
+    """The test that goes red when a transformers release renames a block argument (as 5.24 did
+    with ``cache``): fallback=False turns any fallback into an error."""
+    model = ivkit.load_model(make_tiny(TINY_KIND[model_type], len(tokenizer)), tokenizer)
+    assert model.model_type == model_type
     corrupted, means = _setup(model, n=3)
     naive = indirect_effects(model, corrupted, means, method="naive", progress=False)
     fast = indirect_effects(model, corrupted, means, method="fast", progress=False, fallback=False)
+    assert fast.method == "fast" and "fast_unavailable" not in fast.info
     assert (fast.per_trial - naive.per_trial).abs().max() <= 1e-5
 
 
@@ -53,16 +67,64 @@ def test_fast_is_independent_of_chunking(tiny_gemma):
     assert (a.per_trial - b.per_trial).abs().max() <= 1e-6 and (a.per_trial - c.per_trial).abs().max() <= 1e-6
 
 
-def test_unsupported_model_falls_back_to_naive_with_a_reason(tokenizer, caplog):
-    gpt2 = ivkit.load_model(make_tiny("gpt2", len(tokenizer)), tokenizer)
-    corrupted, means = _setup(gpt2, n=2)
+def _unsupported(tokenizer):
+    """A tiny Llama whose second block also receives a tensor the continuation cannot re-make per
+    row (as a future architecture might pass)."""
+    model = ivkit.load_model(make_tiny("llama", len(tokenizer)), tokenizer, name="odd-llama")
+
+    def hook(module, args, kwargs):
+        return args, {**kwargs, "extra_bias": torch.zeros(3, 7)}
+    model.block(1).register_forward_pre_hook(hook, with_kwargs=True)
+    return model
+
+
+def test_unsupported_model_falls_back_to_naive_and_says_why(tokenizer, caplog):
+    model = _unsupported(tokenizer)
+    corrupted, means = _setup(model, n=2)
     with caplog.at_level(logging.WARNING):
-        fast = indirect_effects(gpt2, corrupted, means, method="fast", progress=False)
-    assert "fast path unavailable for gpt2" in caplog.text and "positional arguments" in caplog.text
-    naive = indirect_effects(gpt2, corrupted, means, method="naive", progress=False)
+        fast = indirect_effects(model, corrupted, means, method="fast", progress=False)
+    assert "fast path unavailable for llama" in caplog.text and "extra_bias" in caplog.text
+    assert fast.method == "naive" and "extra_bias" in fast.info["fast_unavailable"]
+    naive = indirect_effects(model, corrupted, means, method="naive", progress=False)
     assert torch.equal(fast.per_trial, naive.per_trial)
-    with pytest.raises(FastPathUnsupported):
-        indirect_effects(gpt2, corrupted, means, method="fast", progress=False, fallback=False)
+    with pytest.raises(FastPathUnsupported, match="extra_bias"):
+        indirect_effects(model, corrupted, means, method="fast", progress=False, fallback=False)
+
+
+def test_a_fallback_is_recorded_in_the_saved_files(tokenizer, tmp_path):
+    import json
+
+    model = _unsupported(tokenizer)
+    res = ivkit.extract(model, "antonym", shots=3, mean_prompts=4, trials=2, top_k=2, sweep_prompts=4,
+                        filter_correct=False, progress=False, scales=(1.0,))
+    res.save(tmp_path)
+    ie = json.loads((tmp_path / "indirect_effects.json").read_text())
+    iv = json.loads((tmp_path / "iv.json").read_text())
+    assert ie["method"] == "naive" and "extra_bias" in ie["info"]["fast_unavailable"]
+    assert iv["method"] == "naive" and "extra_bias" in iv["fast_unavailable"]
+    sweep = json.loads((tmp_path / "layer_sweep.json").read_text())
+    assert sweep["method"] == "naive" and "extra_bias" in sweep["fast_unavailable"]
+    from ivkit.cli import _method_line
+
+    assert _method_line(res).startswith("method: naive (fast unavailable: decoder blocks take tensor arguments")
+
+
+def test_an_unexpected_error_inside_the_fast_path_propagates(tiny_llama, monkeypatch):
+    """Only the explicit capability checks may turn into a fallback: a bug must not become a
+    silent 100x slowdown."""
+    import ivkit.fast as fast_mod
+
+    corrupted, means = _setup(tiny_llama, n=2)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug in the prefix attention")
+    monkeypatch.setattr(fast_mod, "_prefix_attention", broken)
+    monkeypatch.setattr(fast_mod, "_register_attention",
+                        lambda: __import__("transformers").AttentionInterface.register(fast_mod.ATTN_KEY, broken))
+    with pytest.raises(RuntimeError, match="a bug in the prefix attention"):
+        indirect_effects(tiny_llama, corrupted, means, method="fast", progress=False)
+    monkeypatch.undo()
+    fast_mod._register_attention()
 
 
 def test_guard_row_catches_a_wrong_continuation(tiny_llama, monkeypatch, caplog):
