@@ -47,8 +47,9 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     import ivkit
-    from ivkit.extract import prepare_prompts
-    from ivkit.tasks import encode_prompts, load_task, sample_prompts
+    from ivkit import load_task
+    from ivkit.core.prompts import encode_prompts, sample_prompts
+    from ivkit.pipeline import prepare_prompts
 
     ref = ivkit.load_model(args.model)
     task = load_task(args.task)

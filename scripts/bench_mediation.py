@@ -29,6 +29,8 @@ import time
 
 import torch
 
+from ivkit.core.stats import rank_agreement
+
 
 class PeakRSS:
     """Samples this process's resident set size every few milliseconds while active."""
@@ -104,7 +106,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     os.environ.setdefault("TQDM_DISABLE", "1")
     import ivkit
-    from ivkit.extract import prepare_prompts
+    from ivkit.pipeline import prepare_prompts
 
     t0 = time.perf_counter()
     model = ivkit.load_model(args.model)
@@ -151,7 +153,7 @@ def main() -> None:
         for m, r in results.items():
             if m == "naive":
                 continue
-            agree = ivkit.rank_agreement(base.aie, r.aie, k=10)
+            agree = rank_agreement(base.aie, r.aie, k=10)
             out[f"{m}_vs_naive"] = {"max_abs_diff_aie": float((r.aie - base.aie).abs().max()),
                                     "max_abs_diff_per_trial": float((r.per_trial - base.per_trial).abs().max()),
                                     "top10_identical": [h[:2] for h in r.top_heads(10)] == [h[:2] for h in base.top_heads(10)],
@@ -160,7 +162,7 @@ def main() -> None:
         ref = results["reference"]
         out["speedup_vs_reference"] = {m: ref.seconds / r.seconds for m, r in results.items() if m != "reference"}
     if "fast" in results and "attribution" in results:
-        out["attribution_vs_fast"] = ivkit.rank_agreement(results["fast"].aie, results["attribution"].aie, k=10)
+        out["attribution_vs_fast"] = rank_agreement(results["fast"].aie, results["attribution"].aie, k=10)
     if "fast" in results:
         out["max_aie"] = float(results["fast"].aie.max())
         out["top10_fast"] = [[l, h, round(a, 5)] for l, h, a in results["fast"].top_heads(10)]

@@ -100,7 +100,7 @@ def write_doc(doc: Path, args, df, tr, summary, out: Path) -> None:
                      f"{r['zero_shot_iv']:.2f} | {r['iv_cosine_fixed_heads']:.3f} | {r['iv_cosine']:.3f} | "
                      f"{r['head_jaccard']:.2f} | {r['aie_spearman']:.2f} | {r['peak_alignment_zero_shot']:.3f} | "
                      f"{r['peak_alignment_few_shot']:.3f} |")
-    from ivkit.plotting import to_html
+    from ivkit.core.plots import to_html
 
     plots = doc.with_suffix("")  # docs/forgetting.md -> docs/forgetting/
     plots.mkdir(parents=True, exist_ok=True)

@@ -44,7 +44,7 @@ def main() -> None:
     import torch
 
     import ivkit
-    from ivkit.evaluate import evaluation_prompts
+    from ivkit.evaluation import evaluation_prompts
 
     ks = [int(k) for k in args.top_k.split(",")]
     scales = [float(x) for x in args.scales.split(",")]

@@ -84,9 +84,9 @@ def main() -> None:
                           "timings": ex["timings"]}), flush=True)
 
     lines = [
-        f"| task | zero-shot | zero-shot + IV (95% CI) | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
-        f"IV / 10-shot | zero-shot + IV on ICL-right (95% CI) | shuffled + IV on ICL-right | injection | k | scale | "
-        f"n (ICL-right) |",
+        "| task | zero-shot | zero-shot + IV (95% CI) | shuffled 10-shot | shuffled + IV | clean 10-shot | random control | "
+        "IV / 10-shot | zero-shot + IV on ICL-right (95% CI) | shuffled + IV on ICL-right | injection | k | scale | "
+        "n (ICL-right) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
 

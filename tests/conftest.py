@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,7 +17,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import ivkit  # noqa: E402
-from ivkit.tasks import list_tasks, load_task  # noqa: E402
+from ivkit import list_tasks, load_task  # noqa: E402
+from ivkit.core.tasks import TASK_INSTRUCTIONS
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
@@ -31,7 +31,7 @@ def _corpus() -> list[str]:
     for name in ("antonym", "capitalize", "country-capital", "english-french", "next_item", "choose_first_of_3"):
         for ex in load_task(name).examples[:300]:
             lines.append(f"Q: {ex.input}\nA: {ex.output}\n\n")
-    lines += [ivkit.TASK_INSTRUCTIONS[t] for t in list_tasks() if t in ivkit.TASK_INSTRUCTIONS]
+    lines += [TASK_INSTRUCTIONS[t] for t in list_tasks() if t in TASK_INSTRUCTIONS]
     return lines
 
 
@@ -180,7 +180,7 @@ def pytest_collection_modifyitems(config, items):
 
 def prompts_of_mixed_lengths(model, n: int = 6, seed: int = 0, style: str = "few_shot", shots: int = 3):
     """Encoded prompts with different lengths (so batches need padding)."""
-    from ivkit import encode_prompts, sample_prompts
+    from ivkit.core.prompts import encode_prompts, sample_prompts
 
     split = load_task("antonym").split(seed)
     pr = sample_prompts(split.train, style=style, demo_pool=split.train, shots=shots, n=n, seed=seed)

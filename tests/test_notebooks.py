@@ -30,7 +30,7 @@ def test_notebook_runs(path, tiny_llama_dir, task_file, tmp_path, monkeypatch):
     assert figures, "the notebook should display plotly figures"
     text = "\n".join(o.get("data", {}).get("text/plain", "") + o.get("text", "") for o in outputs)
     if path.stem == "extract_and_plot":
-        from ivkit import CONDITIONS
+        from ivkit.evaluation import CONDITIONS
 
         assert all(c in text for c in CONDITIONS), "the evaluation table shows the six conditions"
         assert all(f in text for f in ("iv.json", "iv.safetensors", "indirect_effects.json", "heads.html"))

@@ -38,7 +38,7 @@ def test_smollm2_extract_and_evaluate(smollm2, tmp_path):
 
 
 def test_smollm2_fast_equals_naive(smollm2):
-    from ivkit.extract import prepare_prompts
+    from ivkit.pipeline import prepare_prompts
 
     p = prepare_prompts(smollm2, "capitalize", mean_prompts=8, trials=1, progress=False)
     means = ivkit.mean_head_activations(smollm2, p.mean, progress=False)
@@ -81,7 +81,7 @@ def test_gemma_geometry_and_quirks(gemma):
 
 
 def test_gemma_fast_equals_naive(gemma):
-    from ivkit.extract import prepare_prompts
+    from ivkit.pipeline import prepare_prompts
 
     p = prepare_prompts(gemma, "capitalize", mean_prompts=8, trials=1, filter_correct=False, progress=False)
     means = ivkit.mean_head_activations(gemma, p.mean, progress=False)
@@ -102,7 +102,7 @@ def test_gemma_fast_equals_naive(gemma):
 @pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
 def test_smollm2_backends_agree_with_torch(smollm2, backend):
     """The same mean activations, per-head AIE and IV-injected logits through each backend."""
-    from ivkit.extract import prepare_prompts
+    from ivkit.pipeline import prepare_prompts
 
     other = ivkit.load_model("smollm2-135m-instruct", backend=backend)  # its own copy of the weights
     p = prepare_prompts(smollm2, "capitalize", mean_prompts=8, trials=1, progress=False)

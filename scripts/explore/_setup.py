@@ -6,9 +6,10 @@ import time
 from types import SimpleNamespace
 
 import ivkit
-from ivkit.evaluate import evaluation_prompts
-from ivkit.extract import prepare_prompts
-from ivkit.tasks import encode_prompts, load_task, sample_prompts
+from ivkit import load_task
+from ivkit.core.prompts import encode_prompts, sample_prompts
+from ivkit.evaluation import evaluation_prompts
+from ivkit.pipeline import prepare_prompts
 
 
 def setup(task_name: str) -> SimpleNamespace:

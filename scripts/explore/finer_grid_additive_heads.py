@@ -4,11 +4,19 @@ the first 100 test queries; then the heads *added to* rather than replacing thei
 
     python scripts/explore/finer_grid_additive_heads.py capitalize
 """
-import sys, json, time, os, contextlib
+import contextlib
+import os
+import sys
+import time
+
 os.environ.setdefault("TQDM_DISABLE", "1")
-import torch, ivkit
-from ivkit.evaluate import evaluation_prompts
-from ivkit.tasks import sample_prompts, encode_prompts, load_task
+import torch
+
+import ivkit
+from ivkit import load_task
+from ivkit.core.prompts import encode_prompts, sample_prompts
+from ivkit.evaluation import evaluation_prompts
+
 task_name = sys.argv[1]
 scales = [1, 1.5, 2, 2.5, 3, 3.5, 4, 5]
 model = ivkit.load_model("smollm2-135m-instruct")

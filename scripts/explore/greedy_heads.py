@@ -22,9 +22,13 @@ import sys
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-import ivkit  # noqa: E402
 from _setup import setup  # noqa: E402
-from ivkit.tasks import encode_prompts, sample_prompts  # noqa: E402
+
+import ivkit  # noqa: E402
+from ivkit.core.prompts import (
+    encode_prompts,
+    sample_prompts,  # noqa: E402
+)
 
 task_name = sys.argv[1]
 scales = [float(x) for x in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["3"])]
@@ -44,8 +48,7 @@ print("pool", len(pool), " ".join(f"{l}.{h}" for l, h in pool), flush=True)
 
 
 def score(prompts, heads, scale):
-    iv = ivkit.InstructionVector.build(model, mean_acts, heads=heads, task=task_name)
-    iv.injection, iv.scale = "heads", scale
+    iv = ivkit.InstructionVector.build(model, mean_acts, heads=heads, task=task_name, injection="heads", scale=scale)
     s = ivkit.score_prompts(model, prompts, vector=iv, batch_size=64)
     return float((s.ranks == 0).float().mean()), float(s.probs.mean()), s
 

@@ -3,11 +3,17 @@ scored on validation and on the whole test split.
 
     python scripts/explore/heads_every_position.py choose_first_of_3
 """
-import sys, os, time
+import os
+import sys
+
 os.environ.setdefault("TQDM_DISABLE", "1")
-import torch, ivkit
-from ivkit.evaluate import evaluation_prompts
-from ivkit.tasks import sample_prompts, encode_prompts, load_task
+import torch
+
+import ivkit
+from ivkit import load_task
+from ivkit.core.prompts import encode_prompts, sample_prompts
+from ivkit.evaluation import evaluation_prompts
+
 t = sys.argv[1]
 model = ivkit.load_model("smollm2-135m-instruct")
 iv = ivkit.InstructionVector.load(f"runs/results_auto/{t}", model)

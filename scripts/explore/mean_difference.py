@@ -4,12 +4,20 @@ validation, scored on the whole test split.
 
     python scripts/explore/mean_difference.py capitalize
 """
-import sys, os, time, dataclasses
+import dataclasses
+import os
+import sys
+import time
+
 os.environ.setdefault("TQDM_DISABLE", "1")
-import torch, ivkit
-from ivkit.evaluate import evaluation_prompts
-from ivkit.tasks import sample_prompts, encode_prompts, load_task
+import torch
+
+import ivkit
+from ivkit import load_task
+from ivkit.core.prompts import encode_prompts, sample_prompts
+from ivkit.evaluation import evaluation_prompts
 from ivkit.vectors import head_contributions
+
 task_name = sys.argv[1]
 model = ivkit.load_model("smollm2-135m-instruct")
 iv = ivkit.InstructionVector.load(f"runs/results_auto/{task_name}", model)

@@ -17,8 +17,9 @@ import sys
 import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
-import ivkit  # noqa: E402
 from _setup import setup  # noqa: E402
+
+import ivkit  # noqa: E402
 
 task_name = sys.argv[1]
 scales_rank = [float(s) for s in (sys.argv[2].split(",") if len(sys.argv) > 2 else ["1", "3"])]
@@ -54,6 +55,6 @@ for s in scales_rank:
               f"top1 {sw.best_top1:.3f} prob {sw.best_prob:.4f}", flush=True)
     b = max(range(len(ks)), key=lambda i: (sweeps[i].best_top1, sweeps[i].best_prob, -ks[i]))
     iv, sw = cands[b], sweeps[b]
-    iv.injection, iv.layer, iv.scale = sw.best_injection, sw.best_layer, sw.best_scale
+    iv = iv.replace(injection=sw.best_injection, layer=sw.best_layer, scale=sw.best_scale)
     print(f"  chosen k {ks[b]} {iv.injection} layer {iv.layer} scale {iv.scale}: test all / ICL-right",
           test_scores(iv), f"({time.time() - t0:.0f} s)", flush=True)

@@ -1,0 +1,12 @@
+"""Floor 6: what an IV does. Scoring prompts (:mod:`~ivkit.evaluation.scoring`), choosing the
+injection layer on the validation split (:mod:`~ivkit.evaluation.sweep`), the six-condition
+evaluation on the test split (:mod:`~ivkit.evaluation.conditions`), and steered generation
+(:mod:`~ivkit.evaluation.generation`)."""
+
+from .conditions import CONDITIONS, Evaluation, evaluate_iv, evaluation_prompts, iv_protocol
+from .generation import generate, generate_ids
+from .scoring import Scores, score_prompts
+from .sweep import LayerSweep, layer_sweep
+
+__all__ = ["CONDITIONS", "Evaluation", "LayerSweep", "Scores", "evaluate_iv", "evaluation_prompts", "generate",
+           "generate_ids", "iv_protocol", "layer_sweep", "score_prompts"]

@@ -1,0 +1,10 @@
+"""Floor 7: the extraction pipeline. One typed configuration (:class:`ExtractConfig`), named
+stages remembered in the run directory (:mod:`~ivkit.pipeline.stages`), and :func:`extract`."""
+
+from .config import ExtractConfig
+from .extract import Extraction, extract
+from .greedy import GreedyPath, greedy_heads
+from .prompts import ExtractionPrompts, filter_prompts, prepare_prompts
+
+__all__ = ["ExtractConfig", "Extraction", "ExtractionPrompts", "GreedyPath", "extract", "filter_prompts",
+           "greedy_heads", "prepare_prompts"]
