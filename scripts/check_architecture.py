@@ -35,9 +35,11 @@ FLOORS = {
     "ivkit.pipeline": 7,
     "ivkit.analysis": 8,
     "ivkit.training": 8,
-    "ivkit.cli": 9,
-    "ivkit": 10,
-    "ivkit.__main__": 10,
+    "ivkit.conjugate": 9,
+    "ivkit.synthetic": 9,
+    "ivkit.cli": 10,
+    "ivkit": 11,
+    "ivkit.__main__": 11,
 }
 
 
