@@ -28,7 +28,7 @@ from ..evaluation import evaluate_iv, iv_protocol, layer_sweep, score_prompts
 from ..models.checkpoints import CheckpointSeries
 from ..models.loading import load_model
 from ..pipeline import ExtractConfig, extract
-from ..training import finetune
+from ..training import FinetuneConfig, GuidanceConfig, finetune
 from ..vectors import InstructionVector
 from .options import build_config, parse_list, with_config_options
 from .output import eval_table, extract_summary, heads_table, method_line, seconds_line, where
@@ -235,24 +235,34 @@ def tasks_cmd(
 
 
 @app.command("finetune")
+@with_config_options(GuidanceConfig, into="guidance_values")
+@with_config_options(FinetuneConfig)
 def finetune_cmd(
     model: str = typer.Argument(..., help="alias, hub id, directory or .gguf to start from"),
     data: str = typer.Argument(..., help="task name or .json/.jsonl file of {input, output} pairs"),
-    out: Path = typer.Option(..., "--out", help="run directory for checkpoint-<step>/ folders"),
-    steps: int = typer.Option(100),
-    save_every: int = typer.Option(20, "--save-every"),
-    batch_size: int = typer.Option(8, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (default 5e-5 full, 1e-4 LoRA)"),
-    lora: bool = typer.Option(False, "--lora", help="train LoRA adapters (peft) instead of all weights"),
-    chat: bool = typer.Option(False, "--chat", help="format examples with the model's chat template"),
-    seed: int = typer.Option(0),
+    out: Path = typer.Option(..., "--out", help="run directory for checkpoint-<step>/ folders (a rerun resumes)"),
+    iv_guided: Optional[Path] = typer.Option(None, "--iv-guided", help="IV-guided training with this IV of the "
+                                             "training task (a directory written by ivkit extract on this model)"),
+    track: list[str] = typer.Option([], "--track", help="TASK=IVDIR: log this held-apart task's IV similarity and "
+                                                        "residual alignment while training (repeat for several)"),
+    track_every: int = typer.Option(10, "--track-every", help="--track: measure every this many steps"),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
+    *,
+    config_values: dict[str, Any],
+    guidance_values: dict[str, Any],
 ):
-    """Fine-tune on instruction-formatted pairs; seeded, resumable, a checkpoint every --save-every steps."""
+    """Fine-tune on instruction-formatted pairs (transformers' Trainer), plain or IV-guided; seeded,
+    resumable, a checkpoint every --save-every steps."""
+    cfg = build_config(FinetuneConfig, config_values)
+    guide = build_config(GuidanceConfig, guidance_values) if iv_guided is not None else None
+    pairs = [t.partition("=") for t in track]
+    if any(not sep or not name or not path for name, sep, path in pairs):
+        raise typer.BadParameter(f"--track takes TASK=IVDIR, got {track}")
     _setup(quiet)
     ivm, _ = _load(model)
-    res = finetune(ivm, data, out, steps=steps, save_every=save_every, batch_size=batch_size, lr=lr, lora=lora,
-                   chat=chat, seed=seed, progress=not quiet)
+    refs = {name: InstructionVector.load(path, ivm) for name, _, path in pairs}
+    res = finetune(ivm, data, out, cfg, iv=iv_guided, guidance=guide, track=refs or None, track_every=track_every,
+                   progress=not quiet)
     typer.echo(json.dumps({"out": str(res.out), "checkpoints": [str(p) for p in res.checkpoints],
                            "final_loss": res.losses[-1][1] if res.losses else None,
                            "steps_per_second": round(res.steps_per_second, 3)}))

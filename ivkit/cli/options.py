@@ -64,20 +64,20 @@ def _parameter(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
-def with_config_options(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: the command gets one option per field of ``cls`` and receives them as
-    ``config_values`` (a dict of field name to the text or value given)."""
+def with_config_options(cls: type, into: str = "config_values") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: the command gets one option per field of ``cls`` and receives them as the
+    keyword argument ``into`` (a dict of field name to the text or value given)."""
     hints = typing.get_type_hints(cls)
     fields = _cli_fields(cls)
 
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         sig = inspect.signature(command)
-        own = [p for p in sig.parameters.values() if p.name != "config_values"]
+        own = [p for p in sig.parameters.values() if p.name != into]
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             values = {f.name: kwargs.pop(f.name) for f in fields}
-            return command(*args, config_values=values, **kwargs)
+            return command(*args, **{into: values}, **kwargs)
 
         params = own + [_parameter(f, hints[f.name]) for f in fields]
         wrapper.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]

@@ -1,5 +1,7 @@
-"""Floor 8: fine-tuning that makes checkpoints (:func:`finetune`)."""
+"""Floor 8: fine-tuning on transformers' Trainer, plain or IV-guided (:func:`finetune`), and a
+callback that watches IVs while a model trains."""
 
+from .config import FinetuneConfig, GuidanceConfig
 from .finetune import FinetuneResult, finetune
 
-__all__ = ["FinetuneResult", "finetune"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "GuidanceConfig", "finetune"]

@@ -1,143 +1,92 @@
-"""A small, seeded, resumable fine-tuning harness, so that checkpoints exist without outside tools.
+"""Fine-tuning on :class:`transformers.Trainer`, plain or IV-guided, seeded and resumable.
 
 Concepts
 --------
-* **Data**: ``{"input", "output"}`` pairs (a task name or file), written as instruction prompts:
-  ``"{instruction}\\n\\nQ: {input}\\nA:"`` followed by ``" {output}"`` and the EOS token, or with
-  the model's chat template (``chat=True``). The loss is the causal-LM loss on the answer tokens
-  only.
+* **Data**: ``{"input", "output"}`` pairs (a task name or file) written as instruction prompts
+  (:mod:`ivkit.training.data`); the loss is the causal-LM loss on the answer tokens only.
+* **The trainer** is Hugging Face's: AdamW, the learning-rate schedule and warmup, gradient
+  clipping and accumulation, checkpoints in its layout (``OUT/checkpoint-<step>/``: the model or
+  the LoRA adapter, the tokenizer, ``trainer_state.json``; the newest also keeps the optimizer,
+  scheduler and RNG state), and resumption come from it. It runs unchanged under
+  ``accelerate launch`` (several GPUs, DeepSpeed or FSDP, or several CPU processes).
 * **Full fine-tuning** (default) or **LoRA** (``lora=True``, through ``peft``: rank 8, alpha 16 on
   ``q_proj`` and ``v_proj`` by default, as in Jiang et al.).
-* **Checkpoints**: ``OUT/checkpoint-<step>/`` in Hugging Face format (for LoRA: the adapter),
-  plus ``trainer_state.json`` (step, losses, steps per second, seed, data); the newest one also
-  keeps ``optimizer.pt`` (loaded with ``weights_only=True``) for resuming.
-  Writes go to a temporary folder that is renamed when complete.
-* **Seeded and resumable**: the batch of step ``s`` depends only on the seed and ``s``; a rerun
-  into the same ``OUT`` continues from the newest complete checkpoint and ends where an
-  uninterrupted run would.
+* **IV-guided training** (``iv=...``): see :mod:`ivkit.training.guided`. The teacher's outputs are
+  computed once, before the first step, and kept in ``OUT/teacher_cache.safetensors``.
+* **Seeded and resumable**: the data order, LoRA's initialisation and dropout follow ``seed``; a
+  rerun into the same ``OUT`` continues from the newest complete checkpoint (its optimizer,
+  scheduler, RNG state and place in the data) and ends where an uninterrupted run would. A run
+  directory made with other settings is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
+from transformers import TrainerCallback, TrainingArguments
 
-from ..core.errors import InputError, IVKitError
-from ..core.io import atomic_write_text, progress_bar
-from ..core.prompts import DEFAULT_TEMPLATE, PromptTemplate, make_prompt
-from ..core.tasks import Example, Task, load_task
+from ..core.errors import IVKitError
+from ..core.io import atomic_write_json
+from ..core.tasks import Task, load_task
 from ..models.loading import load_model
 from ..models.model import IVModel
+from ..vectors import InstructionVector
+from .callbacks import IVTracking
+from .config import FinetuneConfig, GuidanceConfig
+from .data import Collator, FeatureDataset, Features, build_features
+from .guided import GuidedObjective
+from .teacher import TeacherCache, build_teacher_cache
+from .trainer import IVKitTrainer, RunBookkeeping, remove_partial
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.json"
+RUN_FILE = "ivkit_run.json"
+#: what a checkpoint must hold to be resumed from exactly
+RESUME_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 
 
 @dataclass(frozen=True)
 class FinetuneResult:
-    """Where the run wrote its checkpoints, and its losses.
+    """Where a run wrote its checkpoints, and what it logged.
 
     Attributes:
         out: the run directory.
         checkpoints: the ``checkpoint-<step>`` folders, in order.
-        losses: ``[(step, loss)]`` for every step run (resumed runs include the earlier ones).
-        steps_per_second: training speed of this process's steps.
+        losses: ``[(step, loss)]`` for every step (a resumed run's include the earlier ones).
+        steps_per_second: the speed of this process's steps (0 when nothing was left to run).
+        log_history: the Trainer's log, one dict per logged step (with the guided terms).
+        config: the run's settings as saved in ``ivkit_run.json``.
     """
 
     out: Path
     checkpoints: list[Path]
     losses: list[tuple[int, float]] = field(default_factory=list)
     steps_per_second: float = 0.0
+    log_history: list[dict[str, Any]] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_pandas(self):
+        """The log, one row per logged step."""
+        import pandas as pd
+
+        return pd.DataFrame(self.log_history)
+
+    def __repr__(self) -> str:
+        last = f", final loss {self.losses[-1][1]:.4f}" if self.losses else ""
+        return f"FinetuneResult({str(self.out)!r}, {len(self.checkpoints)} checkpoints, {len(self.losses)} steps{last})"
 
 
-def _examples_to_features(model: IVModel, examples: list[Example], *, instruction: str | None, chat: bool,
-                          template: PromptTemplate, max_len: int) -> list[tuple[list[int], list[int]]]:
-    """Token ids and labels (``-100`` on the prompt) per example."""
-    eos = model.tokenizer.eos_token_id
-    feats = []
-    for ex in examples:
-        if chat:
-            p = make_prompt(ex, style="chat", instruction=instruction, tokenizer=model.tokenizer)
-        elif instruction:
-            p = make_prompt(ex, style="instruction", instruction=instruction, template=template)
-        else:
-            p = make_prompt(ex, style="zero_shot", template=template)
-        prompt_ids = model.encode(p.text, add_special_tokens=p.add_special_tokens)
-        full = model.encode(p.text + p.answer, add_special_tokens=p.add_special_tokens)
-        if full[:len(prompt_ids)] != prompt_ids:
-            full = prompt_ids + model.encode(p.answer, add_special_tokens=False)
-        ids = full + ([eos] if eos is not None else [])
-        labels = [-100] * len(prompt_ids) + ids[len(prompt_ids):]
-        feats.append((ids[-max_len:], labels[-max_len:]))
-    return feats
-
-
-def _batch_indices(n: int, batch_size: int, step: int, seed: int) -> list[int]:
-    """The examples of step ``step`` (1-based): consecutive slices of seeded per-epoch shuffles."""
-    start = (step - 1) * batch_size
-    out = []
-    for pos in range(start, start + batch_size):
-        epoch, i = divmod(pos, n)
-        perm = np.random.default_rng([seed, 0xF7, epoch]).permutation(n)
-        out.append(int(perm[i]))
-    return out
-
-
-def _collate(feats: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(i) for i, _ in feats)
-    ids = torch.full((len(feats), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(feats), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(feats), width), dtype=torch.long)
-    for r, (i, l) in enumerate(feats):  # right padding: training needs no last-token alignment
-        ids[r, :len(i)] = torch.tensor(i)
-        labels[r, :len(l)] = torch.tensor(l)
-        mask[r, :len(i)] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
-def _latest_checkpoint(out: Path) -> tuple[int, Path] | None:
-    best = None
-    for p in out.glob("checkpoint-*"):
-        if p.is_dir() and (p / STATE_FILE).exists() and p.name.split("-")[-1].isdigit():
-            step = int(p.name.split("-")[-1])
-            if best is None or step > best[0]:
-                best = (step, p)
-    return best
-
-
-def finetune(
-    model: IVModel | str,
-    data: Task | str,
-    out: str | Path,
-    *,
-    steps: int = 100,
-    save_every: int = 20,
-    batch_size: int = 8,
-    lr: float | None = None,
-    seed: int = 0,
-    lora: bool = False,
-    lora_r: int = 8,
-    lora_alpha: int = 16,
-    lora_targets: tuple[str, ...] = ("q_proj", "v_proj"),
-    chat: bool = False,
-    instruction: str | None = None,
-    template: PromptTemplate = DEFAULT_TEMPLATE,
-    max_len: int = 128,
-    resume: bool = True,
-    progress: bool = True,
-) -> FinetuneResult:
+def finetune(model: IVModel | str, data: Task | str, out: str | Path, config: FinetuneConfig | None = None, *,
+             iv: InstructionVector | str | Path | None = None, guidance: GuidanceConfig | None = None,
+             track: Mapping[Any, InstructionVector] | None = None, track_every: int = 10,
+             callbacks: Sequence[TrainerCallback] = (), resume: bool = True, progress: bool = True,
+             **options: Any) -> FinetuneResult:
     """Fine-tune on ``data`` and save a checkpoint every ``save_every`` steps.
 
     Args:
@@ -145,138 +94,123 @@ def finetune(
             place (full fine-tuning); pass a fresh load if you still need the original.
         data: a task name or a JSON/JSONL file of ``{"input", "output"}``; all its examples train.
         out: the run directory.
-        lr: learning rate; default 5e-5 (full) or 1e-4 (LoRA).
-        instruction: the instruction line; defaults to the task's own (none: the bare template).
+        config: the settings (:class:`~ivkit.training.config.FinetuneConfig`), or give them as
+            keyword ``options`` (``steps=80, lr=2e-4, lora=True, ...``).
+        iv: an IV (or its directory) of the training task, built on this model: IV-guided training
+            with ``guidance`` (default :class:`~ivkit.training.config.GuidanceConfig`).
+        track: held-apart task -> its IV on the model before fine-tuning: every ``track_every``
+            steps their IV similarity and residual alignment go into the log
+            (:class:`~ivkit.training.callbacks.IVTracking`).
+        callbacks: more Trainer callbacks.
         resume: continue from the newest checkpoint in ``out`` (else refuse a non-empty ``out``).
-
-    Returns:
-        A :class:`FinetuneResult`.
     """
-    out = Path(out)
-    ivm = load_model(model)
-    task = load_task(data)
-    instruction = instruction if instruction is not None else task.instruction
-    if steps < 1 or save_every < 1:
-        raise InputError("steps and save_every must be at least 1")
-    lr = lr if lr is not None else (1e-4 if lora else 5e-5)
-    config = {"data": task.name, "data_source": task.source, "n_examples": len(task), "steps": steps,
-              "save_every": save_every, "batch_size": batch_size, "lr": lr, "seed": seed, "lora": lora,
-              "lora_r": lora_r, "lora_alpha": lora_alpha, "lora_targets": list(lora_targets), "chat": chat,
-              "instruction": instruction, "template": template.to_dict(), "max_len": max_len, "model": ivm.name}
-
-    latest = _latest_checkpoint(out) if out.exists() else None
-    if not resume and out.exists() and any(out.iterdir()):
-        raise IVKitError(f"{out} is not empty and resume is off: choose a new --out, or resume the run in it")
-    torch.manual_seed(seed)
-    net = _with_lora(ivm.model, latest[1] if latest is not None and resume else None, lora_r, lora_alpha,
-                     lora_targets) if lora else ivm.model
-    start, losses = _resume_weights(net, latest[1], out, config, lora) if latest is not None and resume else (0, [])
-    params = [p for p in net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    if latest is not None and resume:
-        _resume_optimizer(opt, latest[1])
-
-    feats = _examples_to_features(ivm, task.examples, instruction=instruction, chat=chat, template=template,
-                                  max_len=max_len)
-    t0 = time.perf_counter()
-    done = _train(net, ivm, opt, feats, out, start, losses, config, progress)
-    sps = done / max(time.perf_counter() - t0, 1e-9)
-    if lora:  # leave the caller a plain model: the adapters merged
-        ivm.model = net.merge_and_unload().eval()
-    found = sorted((p for p in out.glob("checkpoint-*") if (p / STATE_FILE).exists()),
-                   key=lambda p: int(p.name.split("-")[-1]))
-    log.info("fine-tuned %d steps at %.2f steps/s; %d checkpoints in %s", done, sps, len(found), out)
-    return FinetuneResult(out, found, losses, sps)
-
-
-def _train(net: Any, ivm: IVModel, opt: torch.optim.Optimizer, feats: list, out: Path, start: int,
-           losses: list[tuple[int, float]], config: dict[str, Any], progress: bool) -> int:
-    """Steps ``start + 1 .. steps`` (the batch of a step depends only on the seed and the step),
-    saving a checkpoint every ``save_every``; returns the number of steps run."""
-    steps, save_every, batch_size, seed = config["steps"], config["save_every"], config["batch_size"], config["seed"]
-    net.train()
-    t0, done = time.perf_counter(), 0
+    if config is not None and options:
+        raise TypeError("give a config or keyword options, not both")
+    cfg = config or FinetuneConfig.from_options(**options)
+    ivm, task, out = load_model(model), load_task(data), Path(out)
+    instruction = cfg.instruction if cfg.instruction is not None else task.instruction
+    feats = build_features(ivm, task.examples, instruction=instruction, chat=cfg.chat, template=cfg.template,
+                           max_len=cfg.max_len)
+    vec = InstructionVector.load(iv, ivm) if isinstance(iv, (str, Path)) else iv
+    guide = (guidance or GuidanceConfig()) if vec is not None else None
+    run = _run_record(ivm, task, feats, cfg, vec, guide)
+    latest = _prepare_run_dir(out, run, resume)
+    objective = _objective(ivm, vec, guide, feats, out, progress) if vec is not None else None
+    torch.manual_seed(cfg.seed)  # LoRA's initialisation
+    net = _with_lora(ivm.model, cfg) if cfg.lora else ivm.model
+    books = RunBookkeeping()
+    watch = [IVTracking(ivm, track, every=track_every)] if track else []
+    trainer = IVKitTrainer(model=net, args=_training_args(out, cfg, progress), train_dataset=FeatureDataset(feats),
+                           data_collator=Collator(ivm.pad_token_id), processing_class=ivm.tokenizer,
+                           objective=objective, callbacks=[books, *watch, *callbacks])
     try:
-        for step in progress_bar(range(start + 1, steps + 1), desc="fine-tuning", progress=progress):
-            batch = _collate([feats[i] for i in _batch_indices(len(feats), batch_size, step, seed)], ivm.pad_token_id)
-            loss = net(**{k: v.to(ivm.device) for k, v in batch.items()}).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append((step, float(loss.detach())))
-            done += 1
-            if step % save_every == 0 or step == steps:
-                _save_checkpoint(net, ivm, opt, out, step, losses, config, done / (time.perf_counter() - t0))
+        trainer.train(resume_from_checkpoint=str(latest) if latest is not None else None)
     finally:
         net.eval()
-    return done
+    if cfg.lora:  # leave the caller a plain model: the adapters merged
+        ivm.model = net.merge_and_unload().eval()
+    history = list(trainer.state.log_history)
+    losses = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
+    log.info("fine-tuned to step %d at %.2f steps/s in %s", trainer.state.global_step, books.steps_per_second, out)
+    return FinetuneResult(out, _checkpoints(out), losses, books.steps_per_second, history, run)
 
 
-def _with_lora(net: Any, resume_from: Path | None, r: int, alpha: int, targets: tuple[str, ...]) -> Any:
-    """``net`` with LoRA adapters (peft): new ones, or those of the checkpoint being resumed."""
+def _training_args(out: Path, cfg: FinetuneConfig, progress: bool) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(out), max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_schedule,
+        warmup_steps=cfg.warmup_steps, max_grad_norm=cfg.max_grad_norm or None, weight_decay=cfg.weight_decay,
+        optim="adamw_torch", seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_every,
+        logging_steps=1, report_to="none", remove_unused_columns=False, disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(), dataloader_pin_memory=False, dataloader_num_workers=0,
+        average_tokens_across_devices=True)
+
+
+def _with_lora(net: Any, cfg: FinetuneConfig) -> Any:
     try:
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import LoraConfig, get_peft_model
     except ImportError:
-        raise IVKitError("--lora needs peft: pip install peft") from None
-    if resume_from is not None:
-        return PeftModel.from_pretrained(net, str(resume_from), is_trainable=True)
-    return get_peft_model(net, LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                                          task_type="CAUSAL_LM"))
+        raise IVKitError("lora=True needs peft: pip install peft") from None
+    return get_peft_model(net, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=list(cfg.lora_targets),
+                                          lora_dropout=0.0, task_type="CAUSAL_LM"))
 
 
-def _resume_weights(net: Any, ckpt: Path, out: Path, config: dict[str, Any], lora: bool
-                    ) -> tuple[int, list[tuple[int, float]]]:
-    """Load a checkpoint's full weights into ``net`` (LoRA adapters were loaded with the model);
-    return its step and losses. Refuses a run made with other settings."""
-    state = json.loads((ckpt / STATE_FILE).read_text())
-    if {k: v for k, v in state["config"].items() if k != "steps"} != {k: v for k, v in config.items() if k != "steps"}:
-        raise IVKitError(f"{out} holds a run with other settings; resume it with the same settings "
-                         f"or choose a new --out")
-    if not lora:
-        weights = {}
-        for f in sorted(ckpt.glob("*.safetensors")):
-            weights.update(load_file(str(f)))
-        missing, unexpected = net.load_state_dict(weights, strict=False)
-        if unexpected or [m for m in missing if "lm_head" not in m]:
-            raise IVKitError(f"{ckpt} does not match the model ({missing[:3]}, {unexpected[:3]})")
-        if net.config.tie_word_embeddings:
-            net.tie_weights()
-    log.info("resuming %s from step %d", out, state["global_step"])
-    return state["global_step"], [tuple(x) for x in state["losses"]]
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _resume_optimizer(opt: torch.optim.Optimizer, ckpt: Path) -> None:
-    """The optimizer's and the RNG's state as they were at the checkpoint (``weights_only`` loads)."""
-    if not (ckpt / "optimizer.pt").exists():
-        raise IVKitError(f"{ckpt} has no optimizer.pt, so the run cannot continue as it would have "
-                         f"without the interruption; start a new --out")
-    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    rng = ckpt / "rng_state.pt"
-    if rng.exists():  # dropout draws continue where they stopped
-        torch.set_rng_state(torch.load(rng, weights_only=True)["torch"])
+def _run_record(ivm: IVModel, task: Task, feats: list[Features], cfg: FinetuneConfig, iv: InstructionVector | None,
+                guide: GuidanceConfig | None) -> dict[str, Any]:
+    """What the run is: the model, the data, the settings (``steps`` aside: a run may be extended)."""
+    return {"model": ivm.identity(), "data": task.name, "data_source": task.source, "n_examples": len(feats),
+            "data_digest": _digest([(f.input_ids, f.labels) for f in feats]),
+            "config": {k: v for k, v in cfg.to_dict().items() if k != "steps"},
+            "iv": None if iv is None else {"task": iv.meta.get("task"), "digest": _digest(iv.vector.tolist()),
+                                           "layer": iv.layer, "scale": iv.scale, "injection": iv.injection},
+            "guidance": None if guide is None else guide.to_dict()}
 
 
-def _save_checkpoint(net: Any, ivm: IVModel, opt: torch.optim.Optimizer, out: Path, step: int,
-                     losses: list[tuple[int, float]], config: dict[str, Any], sps: float) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=out))
-    try:
-        net.save_pretrained(tmp)
-        ivm.tokenizer.save_pretrained(tmp)
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        torch.save({"torch": torch.get_rng_state()}, tmp / "rng_state.pt")
-        state = {"global_step": step, "losses": losses, "steps_per_second": sps, "config": config,
-                 "log_history": [{"step": s, "loss": l} for s, l in losses]}
-        atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    # Resuming needs only the newest optimizer state (twice the model's size for AdamW).
-    for older in out.glob("checkpoint-*"):
-        if older != target and (older / "optimizer.pt").exists():
-            (older / "optimizer.pt").unlink()
-    return target
+def _prepare_run_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: start), after refusing a directory of another run."""
+    record = out / RUN_FILE
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise IVKitError(f"{out} is not empty and resume is off: choose a new out directory, or resume the run "
+                             f"in it")
+        if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(run, default=str)):
+            raise IVKitError(f"{out} holds a run with other settings (model, data, options or IV); resume it with "
+                             f"the same settings or choose a new out directory")
+    if out.exists():
+        remove_partial(out)
+    atomic_write_json(out / RUN_FILE, run)
+    found = _checkpoints(out)
+    if not found:
+        return None
+    missing = [n for n in RESUME_FILES if not (found[-1] / n).exists()]
+    if missing:
+        raise IVKitError(f"{found[-1]} has no {', '.join(missing)}, so the run cannot continue as it would have "
+                         f"without the interruption; start a new out directory")
+    log.info("resuming %s from %s", out, found[-1].name)
+    return found[-1]
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").exists()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _objective(ivm: IVModel, iv: InstructionVector, guide: GuidanceConfig, feats: list[Features], out: Path,
+               progress: bool) -> GuidedObjective:
+    """The guided terms, with the teacher's outputs loaded from ``out`` or computed now (before any
+    training step, so from the model before fine-tuning)."""
+    key = _digest({"iv": iv.vector.tolist(), "layer": iv.layer, "scale": guide.teacher_scale or iv.scale,
+                   "injection": iv.injection, "feats": [(f.input_ids, f.prompt_end) for f in feats],
+                   "model": ivm.identity(), "t": guide.temperature, "k": guide.top_k, "heads": guide.consistency > 0})
+    path = out / "teacher_cache.safetensors"
+    cache = TeacherCache.load(path, key)
+    if cache is None:
+        cache = build_teacher_cache(ivm, feats, iv, temperature=guide.temperature, top_k=guide.top_k,
+                                    scale=guide.teacher_scale, record_heads=guide.consistency > 0, progress=progress)
+        cache.save(path, key)
+    return GuidedObjective(ivm, iv, guide, cache)

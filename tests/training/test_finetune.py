@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import ivkit
-from ivkit import CheckpointSeries, finetune
+from ivkit import CheckpointSeries, IVKitError, finetune
 from ivkit.core.prompts import DEFAULT_TEMPLATE
 from ivkit.core.tasks import Example
-from ivkit.training.finetune import _batch_indices, _examples_to_features
+from ivkit.training.data import build_features
 
 from ..conftest import make_tiny
 
@@ -27,20 +27,26 @@ def _fresh(tokenizer):
 
 def test_only_answer_tokens_are_trained(tokenizer):
     ivm = _fresh(tokenizer)
-    (ids, labels), = _examples_to_features(ivm, [Example("hot", "Hot")], instruction="Capitalize.", chat=False,
-                                          template=DEFAULT_TEMPLATE, max_len=64)
+    (f,) = build_features(ivm, [Example("hot", "Hot")], instruction="Capitalize.", chat=False,
+                          template=DEFAULT_TEMPLATE, max_len=64)
+    ids, labels = f.input_ids, f.labels
     prompt_len = len(ivm.encode("Capitalize.\n\nQ: hot\nA:"))
     assert labels[:prompt_len] == [-100] * prompt_len
     assert labels[prompt_len:] == ids[prompt_len:] and ids[-1] == tokenizer.eos_token_id
     assert tokenizer.decode(ids[prompt_len:-1]) == " Hot"
+    assert f.prompt_end == prompt_len - 1 and f.answer_positions == len(ids) - prompt_len
+    (cut,) = build_features(ivm, [Example("hot", "Hot")], instruction="Capitalize.", chat=False,
+                            template=DEFAULT_TEMPLATE, max_len=6)
+    assert cut.input_ids == ids[-6:] and cut.labels == labels[-6:] and cut.prompt_end == f.prompt_end - (len(ids) - 6)
 
 
-def test_batches_are_seeded_and_cover_each_epoch():
-    a = [_batch_indices(10, 4, s, seed=1) for s in range(1, 6)]
-    assert a == [_batch_indices(10, 4, s, seed=1) for s in range(1, 6)]
-    flat = [i for b in a for i in b]
-    assert sorted(flat[:10]) == list(range(10))            # first epoch: every example once
-    assert a != [_batch_indices(10, 4, s, seed=2) for s in range(1, 6)]
+def test_the_data_order_is_seeded(tmp_path, tokenizer, small_task):
+    kw = dict(save_every=10, batch_size=2, lr=1e-3, progress=False)
+    a = finetune(_fresh(tokenizer), str(small_task), tmp_path / "a", steps=4, seed=1, **kw)
+    b = finetune(_fresh(tokenizer), str(small_task), tmp_path / "b", steps=4, seed=1, **kw)
+    c = finetune(_fresh(tokenizer), str(small_task), tmp_path / "c", steps=4, seed=2, **kw)
+    assert a.losses == b.losses
+    assert [l for _, l in a.losses] != pytest.approx([l for _, l in c.losses], abs=1e-6)
 
 
 def test_loss_falls_and_checkpoints_are_written(tmp_path, tokenizer, small_task):
@@ -50,7 +56,9 @@ def test_loss_falls_and_checkpoints_are_written(tmp_path, tokenizer, small_task)
     losses = [l for _, l in res.losses]
     assert len(losses) == 6 and losses[-1] < losses[0]
     state = json.loads((res.checkpoints[-1] / "trainer_state.json").read_text())
-    assert state["global_step"] == 6 and len(state["log_history"]) == 6 and state["steps_per_second"] > 0
+    assert state["global_step"] == 6 and len([h for h in state["log_history"] if "loss" in h]) == 6
+    assert res.steps_per_second > 0 and (res.checkpoints[-1] / "optimizer.pt").exists()
+    assert not (res.checkpoints[0] / "optimizer.pt").exists()  # only the newest keeps what resuming needs
     # Checkpoints are ordinary HF directories that a series can load.
     series = CheckpointSeries.from_trainer_dir(tmp_path / "run")
     assert series.labels == ["checkpoint-3", "checkpoint-6"]
@@ -69,7 +77,7 @@ def test_resume_gives_the_uninterrupted_run(tmp_path, tokenizer, small_task):
     wa = ivkit.load_model(str(tmp_path / "a" / "checkpoint-4")).model.state_dict()
     wb = ivkit.load_model(str(tmp_path / "b" / "checkpoint-4")).model.state_dict()
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
-    with pytest.raises(ivkit.IVKitError, match="other settings"):
+    with pytest.raises(IVKitError, match="other settings"):
         finetune(_fresh(tokenizer), str(small_task), tmp_path / "b", steps=4, **{**kw, "lr": 5e-4})
 
 
@@ -95,10 +103,10 @@ def test_resume_continues_the_dropout_draws(tmp_path, tokenizer, small_task):
 def test_runs_are_not_mixed(tmp_path, tokenizer, small_task):
     kw = dict(save_every=2, batch_size=4, lr=1e-3, progress=False)
     finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", steps=2, **kw)
-    with pytest.raises(ivkit.IVKitError, match="not empty and resume is off"):
+    with pytest.raises(IVKitError, match="not empty and resume is off"):
         finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", steps=4, resume=False, **kw)
     (tmp_path / "run" / "checkpoint-2" / "optimizer.pt").unlink()
-    with pytest.raises(ivkit.IVKitError, match="no optimizer.pt"):
+    with pytest.raises(IVKitError, match="no optimizer.pt"):
         finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", steps=4, **kw)
 
 
