@@ -29,7 +29,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -38,10 +38,10 @@ from ..core.errors import InputError, IVKitError, TaskError
 from ..core.io import atomic_write_json, atomic_write_text, json_safe
 from ..core.options import TrackMode, check_choice
 from ..core.plots import heatmap_slider, profile_lines, to_html, tracking_panels
-from ..core.prompts import encode_prompts, prompts_from_json, prompts_to_json
-from ..core.stats import jaccard, rank_agreement
+from ..core.prompts import encode_prompts, prompts_from_json, prompts_to_json, sample_prompts
+from ..core.stats import jaccard, rank_agreement, wilson_interval
 from ..core.tasks import Task, load_task
-from ..evaluation import evaluate_iv, evaluation_prompts
+from ..evaluation import evaluate_iv, evaluation_prompts, layer_sweep, score_prompts
 from ..mediation import indirect_effects
 from ..models.checkpoints import Checkpoint, CheckpointError, CheckpointSeries
 from ..models.model import IVModel
@@ -89,16 +89,15 @@ class Tracking:
         from what each piece recorded when it ran, so a resumed sweep reports the original cost."""
         return sum(self.reference_seconds.values()) + sum(r.get("seconds") or 0.0 for r in self.records)
 
-    SCALARS = ("checkpoint", "step", "task", "fingerprint", "zero_shot", "few_shot", "zero_shot_iv", "iv_cosine",
-               "iv_cosine_fixed_heads", "head_jaccard", "aie_spearman", "peak_alignment_zero_shot", "peak_alignment_few_shot")
-
     def to_pandas(self):
-        """The tidy table: one row per (checkpoint, task), scalar columns only."""
+        """The tidy table: one row per (checkpoint, task), the scalar measurements (accuracies with
+        their intervals, cosines, ...) and the peak of each alignment profile (the seconds each
+        measurement took are in :attr:`records`)."""
         import pandas as pd
 
         rows = []
         for r in self.records:
-            row = {k: r.get(k) for k in self.SCALARS if k not in ("peak_alignment_zero_shot", "peak_alignment_few_shot")}
+            row = {k: v for k, v in r.items() if not isinstance(v, (list, dict)) and k != "seconds"}
             row["peak_alignment_zero_shot"] = max(r["alignment_zero_shot"])
             row["peak_alignment_few_shot"] = max(r["alignment_few_shot"])
             rows.append(row)
@@ -168,6 +167,9 @@ def track(
     method: str | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    resweep: bool = False,
+    sweep_prompts: int = 100,
+    foreign: Mapping[str, InstructionVector] | None = None,
     **extract_options: Any,
 ) -> Tracking:
     """Track accuracy, IV similarity and alignment over a series of checkpoints.
@@ -181,6 +183,12 @@ def track(
         n_prompts: test queries per accuracy.
         alignment_prompts: zero-shot and few-shot prompts per alignment profile.
         shots, mean_prompts, trials, top_k, seed, method: as in :func:`ivkit.extract`.
+        resweep: also choose, on each checkpoint, the injection layer and scale of the IV rebuilt
+            from the reference's heads (``sweep_prompts`` validation queries), and score it on the
+            test queries (``zero_shot_own_iv``): is the IV still there, only elsewhere?
+        foreign: name -> another task's IV (e.g. the fine-tuning task's): the peak alignment of
+            each task's zero-shot residual stream with it (``alignment_to/<name>``): does that IV
+            take over?
 
     Returns:
         :class:`Tracking`.
@@ -195,11 +203,24 @@ def track(
                                      method=method, batch_size=batch_size, **extract_options)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
-        _check_resume(out_dir, series, task_list, dict(
-            mode=mode, n_prompts=n_prompts, alignment_prompts=alignment_prompts, shots=shots,
-            mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed, method=method,
-            extract_options=extract_options, given_references=sorted(references or {})))
-    measure = dict(mode=mode, n_prompts=n_prompts, alignment_prompts=alignment_prompts, cfg=cfg, progress=progress)
+        settings = dict(mode=mode, n_prompts=n_prompts, alignment_prompts=alignment_prompts, shots=shots,
+                        mean_prompts=mean_prompts, trials=trials, top_k=top_k, seed=seed, method=method,
+                        extract_options=extract_options, given_references=sorted(references or {}), resweep=resweep,
+                        sweep_prompts=sweep_prompts, foreign=sorted(foreign or {}))
+        _check_resume(out_dir, series, task_list, settings)
+    measure = dict(mode=mode, n_prompts=n_prompts, alignment_prompts=alignment_prompts, cfg=cfg, progress=progress,
+                   resweep=resweep and sweep_prompts, foreign=dict(foreign or {}))
+    refs, records = _run(series, task_list, out_dir, references or {}, cfg, progress, measure)
+    order = {l: n for n, l in enumerate(series.labels)}
+    tnames = [t.name for t in task_list]
+    records.sort(key=lambda r: (order[r["checkpoint"]], tnames.index(r["task"])))
+    return Tracking(records, mode, {k: v.iv for k, v in refs.items()},
+                    {k: v.seconds for k, v in refs.items()})
+
+
+def _run(series: CheckpointSeries, task_list: list[Task], out_dir: Path | None, references: Mapping[str, InstructionVector],
+         cfg: ExtractConfig, progress: bool, measure: dict[str, Any]) -> tuple[dict[str, "_Reference"], list[dict]]:
+    """Every (checkpoint, task) record, loading each checkpoint once and only when it has work left."""
     refs: dict[str, _Reference] = {}
     records: list[dict[str, Any]] = []
     # Tasks with work left anywhere need their reference, which is always made on the first checkpoint.
@@ -213,16 +234,12 @@ def track(
         try:
             if i == 0:
                 for t in need_ref:
-                    refs[t.name] = _reference(model, t, out_dir, (references or {}).get(t.name), cfg, progress)
+                    refs[t.name] = _reference(model, t, out_dir, references.get(t.name), cfg, progress)
             records += [_checkpoint_task(model, ck, series.fingerprints[ck.label], t, refs.get(t.name), out_dir,
                                          **measure) for t in task_list]
         finally:
             del model
-    order = {l: n for n, l in enumerate(series.labels)}
-    tnames = [t.name for t in task_list]
-    records.sort(key=lambda r: (order[r["checkpoint"]], tnames.index(r["task"])))
-    return Tracking(records, mode, {k: v.iv for k, v in refs.items()},
-                    {k: v.seconds for k, v in refs.items()})
+    return refs, records
 
 
 def _saved(out_dir: Path | None, ck: Checkpoint, task: Task) -> Path | None:
@@ -315,7 +332,8 @@ def _reference(model: IVModel, task: Task, out_dir: Path | None, given: Instruct
 
 
 def _measure(model: IVModel, ck: Checkpoint, fp: str, task: Task, ref: _Reference, *, mode: TrackMode,
-             n_prompts: int, alignment_prompts: int, cfg: ExtractConfig, progress: bool) -> dict[str, Any]:
+             n_prompts: int, alignment_prompts: int, cfg: ExtractConfig, progress: bool, resweep: int = 0,
+             foreign: Mapping[str, InstructionVector] | None = None) -> dict[str, Any]:
     """One checkpoint on one task: accuracies with the reference IV, its IV's similarity to the
     reference, and the alignment profiles."""
     shots, seed, batch_size = cfg.shots, cfg.seed, cfg.batch_size
@@ -323,9 +341,11 @@ def _measure(model: IVModel, ck: Checkpoint, fp: str, task: Task, ref: _Referenc
                      progress=False, conditions=("zero_shot", "zero_shot_iv", "few_shot"))
     means = mean_head_activations(model, encode_prompts(model, ref.mean_prompts), batch_size=batch_size,
                                   progress=progress)
-    rec: dict[str, Any] = {"checkpoint": ck.label, "step": ck.step, "task": task.name, "fingerprint": fp,
-                           "zero_shot": ev["zero_shot"], "few_shot": ev["few_shot"], "zero_shot_iv": ev["zero_shot_iv"],
-                           "mode": mode}
+    rec: dict[str, Any] = {"checkpoint": ck.label, "step": ck.step, "task": task.name, "fingerprint": fp, "mode": mode,
+                           "n": ev.n}
+    for c, r in ev.results.items():
+        rec.update({c: r["top1"], f"{c}_lo": r["top1_lo"], f"{c}_hi": r["top1_hi"], f"{c}_loose": r["top1_loose"],
+                    f"{c}_loose_lo": r["top1_loose_lo"], f"{c}_loose_hi": r["top1_loose_hi"]})
     post_norm = ref.iv.meta.get("post_norm") or "linearized"
     fixed = InstructionVector.build(model, means, heads=ref.iv.heads, post_norm=post_norm)
     rec["iv_cosine_fixed_heads"] = fixed.cosine(ref.iv)
@@ -344,4 +364,28 @@ def _measure(model: IVModel, ck: Checkpoint, fp: str, task: Task, ref: _Referenc
     sets = evaluation_prompts(model, task, n_prompts=alignment_prompts, shots=shots, seed=seed)
     rec["alignment_zero_shot"] = residual_alignment(model, sets["zero_shot"], ref.iv.vector, batch_size=batch_size)
     rec["alignment_few_shot"] = residual_alignment(model, sets["few_shot"], ref.iv.vector, batch_size=batch_size)
+    for name, other in (foreign or {}).items():
+        rec[f"alignment_to/{name}"] = max(residual_alignment(model, sets["zero_shot"], other.vector,
+                                                             batch_size=batch_size))
+    if resweep:
+        rec.update(_own_iv(model, task, fixed, ref.iv, cfg, n_prompts, resweep))
     return {k: json_safe(v) for k, v in rec.items()}
+
+
+def _own_iv(model: IVModel, task: Task, own: InstructionVector, ref: InstructionVector, cfg: ExtractConfig,
+            n_prompts: int, n_valid: int) -> dict[str, Any]:
+    """The checkpoint's own IV (the reference's heads, this checkpoint's means) with its layer and
+    scale chosen on the validation split, scored on the test split's zero-shot prompts."""
+    split = task.split(cfg.seed)
+    val = encode_prompts(model, sample_prompts(split.valid, style="zero_shot", n=n_valid, seed=cfg.seed,
+                                               template=cfg.template, stream=3))
+    sw = layer_sweep(model, own, val, scales=cfg.scales, batch_size=cfg.batch_size * 2, progress=False,
+                     injections=(ref.injection,), max_memory_mb=cfg.max_memory_mb)
+    own = own.replace(layer=sw.best_layer, scale=sw.best_scale, injection=sw.best_injection)
+    test = evaluation_prompts(model, task, n_prompts=n_prompts, shots=cfg.shots, seed=cfg.seed)["zero_shot"]
+    s = score_prompts(model, test, vector=own, batch_size=cfg.batch_size)
+    right, loose = int((s.ranks == 0).sum()), int(s.loose_hits(model.tokenizer, test).sum())
+    lo, hi = wilson_interval(right, len(test)) or (None, None)
+    return {"own_layer": own.layer, "own_scale": own.scale, "own_valid_top1": sw.best_top1,
+            "zero_shot_own_iv": right / len(test), "zero_shot_own_iv_lo": lo, "zero_shot_own_iv_hi": hi,
+            "zero_shot_own_iv_loose": loose / len(test)}

@@ -58,8 +58,11 @@ class Evaluation:
 
     Attributes:
         results: condition -> ``{"top1", "top1_lo", "top1_hi", "top2", "top3", "mean_prob",
-            "top1_icl_correct", "top1_icl_correct_lo", "top1_icl_correct_hi"}``: ``_lo``/``_hi``
-            bound the 95% Wilson interval (:func:`wilson_interval`); ``top1_icl_correct`` is top-1
+            "top1_loose", "top1_loose_lo", "top1_loose_hi", "top1_icl_correct",
+            "top1_icl_correct_lo", "top1_icl_correct_hi"}``: ``_lo``/``_hi`` bound the 95% Wilson
+            interval (:func:`wilson_interval`); ``top1_loose`` counts the most likely token as right
+            when it is the answer's first token up to case and spaces (right in content, whatever
+            the format: it tells a lost skill from a changed format); ``top1_icl_correct`` is top-1
             on the queries clean few-shot answers right (None when there are none or
             ``few_shot`` was not run).
         layer: injection layer used (None with ``injection="heads"``).
@@ -86,6 +89,7 @@ class Evaluation:
         NaN becomes None, so the result is strict JSON."""
         out: dict[str, Any] = {c: self.results[c]["top1"] for c in CONDITIONS if c in self.results}
         out.update(layer=self.layer, n=self.n, n_icl_correct=self.n_icl_correct,
+                   loose={c: _json_float(r.get("top1_loose")) for c, r in self.results.items()},
                    icl_correct={c: _json_float(r.get("top1_icl_correct")) for c, r in self.results.items()},
                    ci95={c: _ci(r, "top1") for c, r in self.results.items()},
                    icl_correct_ci95={c: _ci(r, "top1_icl_correct") for c, r in self.results.items()},
@@ -153,8 +157,11 @@ def _top1_metrics(ranks: torch.Tensor, prefix: str = "top1") -> dict[str, float 
             f"{prefix}_hi": ci[1] if ci else None}
 
 
-def _metrics(s: Scores) -> dict[str, float]:
-    return {**_top1_metrics(s.ranks), "top2": s.accuracy(2), "top3": s.accuracy(3), "mean_prob": s.mean_prob}
+def _metrics(s: Scores, loose: torch.Tensor) -> dict[str, float]:
+    """Top-1 (with its interval), top-2/3, mean probability, and ``top1_loose``: the most likely
+    token is the answer's first token up to case and spaces (:meth:`Scores.loose_hits`)."""
+    return {**_top1_metrics(s.ranks), "top2": s.accuracy(2), "top3": s.accuracy(3), "mean_prob": s.mean_prob,
+            **_top1_metrics(torch.where(loose, 0, 1), "top1_loose")}
 
 
 def _json_float(x: float | None) -> float | None:
@@ -227,7 +234,7 @@ def evaluate_iv(
         style, vec = runs[cond]
         s = score_prompts(model, sets[style], vector=vec, layer=layer if vec is not None else None, scale=scale,
                           injection=injection if vec is not None else None, batch_size=batch_size)
-        results[cond], scores[cond] = _metrics(s), s
+        results[cond], scores[cond] = _metrics(s, s.loose_hits(model.tokenizer, sets[style])), s
     # The reference protocol: accuracy on the queries the model answers right with clean shots.
     icl_right = scores["few_shot"].ranks == 0 if "few_shot" in scores else None
     for cond, s in scores.items():

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..core.errors import InputError
@@ -29,14 +30,25 @@ class Scores:
         ranks: ``(n,)`` rank of the answer's first token (0 = top-1).
         probs: ``(n,)`` its probability.
         heads: ``(n, n_layers, n_heads, d_head)`` head outputs at the last token, when asked for.
+        top: ``(n,)`` the most likely next token (what greedy decoding would write first).
     """
 
     ranks: Int[Tensor, " n"]
     probs: Float[Tensor, " n"]
     heads: Float[Tensor, "n layers heads d_head"] | None = None
+    top: Int[Tensor, " n"] | None = None
 
     def accuracy(self, k: int = 1) -> float:
         return float((self.ranks < k).float().mean()) if len(self.ranks) else float("nan")
+
+    def loose_hits(self, tokenizer: Any, prompts: EncodedPrompts) -> Bool[Tensor, " n"]:
+        """Which prompts' most likely next token is the answer's first token up to case and
+        surrounding spaces (``" Hot"`` for ``" hot"``): right in content, whatever the format."""
+        if self.top is None:
+            raise InputError("these scores have no top tokens")
+        norm = lambda t: tokenizer.decode([int(t)]).strip().lower()  # noqa: E731
+        return torch.tensor([norm(a) == norm(b) and bool(norm(a)) for a, b in zip(self.top, prompts.first_token)],
+                            dtype=torch.bool)
 
     @property
     def mean_prob(self) -> float:
@@ -81,6 +93,7 @@ def score_prompts(
     g = model.geometry
     ranks = torch.empty(len(prompts), dtype=torch.long)
     probs = torch.empty(len(prompts))
+    top = torch.empty(len(prompts), dtype=torch.long)
     heads = torch.empty(len(prompts), g.n_layers, g.n_heads, g.d_head) if record_heads else None
     batches = length_batches([len(s) for s in prompts.input_ids], batch_size)
     for idx in progress_bar(batches, desc=desc, progress=progress):
@@ -96,5 +109,5 @@ def score_prompts(
         if rec is not None:
             heads[idx] = rec.stack().float().cpu()
         rank, prob = answer_rank_prob(logits, target)
-        ranks[idx], probs[idx] = rank.cpu(), prob.cpu()
-    return Scores(ranks, probs, heads)
+        ranks[idx], probs[idx], top[idx] = rank.cpu(), prob.cpu(), logits.argmax(-1).cpu()
+    return Scores(ranks, probs, heads, top)

@@ -145,3 +145,24 @@ def test_rerank_heatmap_has_a_slider(llama_dir, task_file, tmp_path, tokenizer):
     fig = tr.plot_heads(task_file.stem)
     assert len(fig.data) == 2 and len(fig.layout.sliders[0].steps) == 2
     assert tr.plot().data and tr.plot_alignment(task_file.stem).data
+
+
+def test_resweep_scores_the_checkpoints_own_iv_and_foreign_alignment(llama_dir, task_file):
+    """On the reference checkpoint itself, the own IV is the reference IV (same heads, same prompts),
+    so its re-chosen layer and its test score are the reference's own sweep; the foreign alignment
+    with the reference is the task's own alignment peak."""
+    from ivkit.evaluation import evaluation_prompts, score_prompts
+
+    series = CheckpointSeries.from_dirs([llama_dir], labels=["a"])
+    tr = track(series, str(task_file), resweep=True, sweep_prompts=6, **SMALL)
+    ref = tr.references["mini_antonym"]
+    tr2 = track(CheckpointSeries.from_dirs([llama_dir], labels=["a"]), str(task_file), resweep=True, sweep_prompts=6,
+                references={"mini_antonym": ref}, foreign={"same": ref}, **SMALL)
+    r = tr2.records[0]
+    assert r["own_layer"] == ref.layer and r["own_scale"] == ref.scale
+    model = ivkit.load_model(str(llama_dir))
+    test = evaluation_prompts(model, ivkit.load_task(str(task_file)), n_prompts=6, shots=3, seed=0)["zero_shot"]
+    assert r["zero_shot_own_iv"] == score_prompts(model, test, vector=ref).accuracy(1)
+    assert r["zero_shot_own_iv_lo"] <= r["zero_shot_own_iv"] <= r["zero_shot_own_iv_hi"]
+    assert r["alignment_to/same"] == pytest.approx(max(r["alignment_zero_shot"]))
+    assert {"zero_shot_iv_loose", "few_shot_lo", "few_shot_hi"} <= set(tr2.to_pandas().columns)

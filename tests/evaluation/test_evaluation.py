@@ -248,3 +248,26 @@ def test_evaluation_with_the_heads_injection(tiny_llama, iv):
         evaluate_iv(tiny_llama, "antonym", heads_iv, layer=1, injection="heads", n_prompts=8, progress=False)
     with pytest.raises(ValueError, match="leave layer out"):
         score_prompts(tiny_llama, zs, vector=heads_iv, layer=1, injection="heads")
+
+
+def test_loose_hits_accept_the_answer_in_another_case(tiny_llama):
+    from ivkit.core.prompts import encode_prompts, make_prompt
+    from ivkit.core.tasks import Example
+    from ivkit.evaluation import Scores
+
+    tok = tiny_llama.tokenizer
+    prompts = encode_prompts(tiny_llama, [make_prompt(Example(x, y), style="zero_shot")
+                                          for x, y in (("hot", "cold"), ("big", "small"), ("up", "down"))])
+    first = prompts.first_token.tolist()
+    other_case = tok.convert_tokens_to_ids(tok.convert_ids_to_tokens(first[0]).replace("c", "C", 1))
+    assert tok.decode([other_case]).strip() == "C" + tok.decode([first[0]]).strip()[1:], "the fixture needs ĠCold-like"
+    s = Scores(torch.tensor([1, 0, 5]), torch.zeros(3), None, torch.tensor([other_case, first[1], first[0]]))
+    assert s.loose_hits(tok, prompts).tolist() == [True, True, False]
+    assert s.accuracy(1) == pytest.approx(1 / 3)
+
+
+def test_every_condition_reports_loose_accuracy_at_least_top1(tiny_llama, iv):
+    ev = evaluate_iv(tiny_llama, "antonym", iv, n_prompts=8, shots=3, seed=5, progress=False)
+    for c, r in ev.results.items():
+        assert r["top1_loose"] >= r["top1"] and r["top1_loose_lo"] <= r["top1_loose"] <= r["top1_loose_hi"], c
+    assert set(ev.to_dict()["loose"]) == set(ev.results)
