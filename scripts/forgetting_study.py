@@ -1,18 +1,21 @@
 #!/usr/bin/env python
-"""Fine-tune SmolLM2-135M-Instruct on one narrow task and track held-apart tasks' IVs.
+"""Forgetting, and IV-guided training against it, on SmolLM2-135M-Instruct.
 
-    python scripts/forgetting_study.py --out runs/forgetting --doc docs/forgetting.md
+    python scripts/forgetting_study.py pilot                      # choose the set-up (validation queries)
+    python scripts/forgetting_study.py run --seeds 0,1,2          # both arms, every seed, tracked
+    python scripts/forgetting_study.py doc                        # writes docs/forgetting.md
 
-1. Fine-tunes the model on instruction-formatted English->French word translation
-   (``ivkit finetune``), saving a checkpoint every ``--save-every`` steps.
-2. Tracks held-apart tasks across the base model and every checkpoint (``ivkit.track`` in
-   ``rerank`` mode): zero-shot, 10-shot and zero-shot + the base model's IV accuracy; the cosine
-   to the base IV of each checkpoint's IV, built both from the base model's heads and from the
-   checkpoint's own top-10; the top-10 Jaccard overlap and the AIE Spearman correlation with the
-   base ranking; and the layer profile of the residual/IV alignment.
-3. Writes the table and links to the plots into ``--doc``.
+The model is fully fine-tuned on the training split of one task (``--train-task``, instruction
+prompts), once plainly and once IV-guided (the training task's IV, extracted on the base model;
+``ivkit.finetune(..., iv=...)``), with the same steps, data and seed; a checkpoint every
+``--every`` steps. Every checkpoint of every arm and seed is tracked on held-apart tasks in one
+``ivkit.track`` (the base model's IVs as references, resweep on, the training task's IV as the
+foreign IV) and the training task's own accuracy (instruction prompts, its test split) is scored.
+Noise floors: each base IV against itself rebuilt from disjoint prompts, and between tasks.
 
-Everything is seeded; rerunning resumes finished steps from ``--out``.
+``pilot`` fine-tunes plainly at each ``--lrs`` and scores the held-apart tasks' *validation*
+queries (10-shot, first-token and loose) at every checkpoint, so the set-up (learning rate and
+steps) is chosen without the test split. Everything resumes from ``--out``.
 """
 
 from __future__ import annotations
@@ -22,130 +25,184 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-TASKS = ["capitalize", "lowercase_first_letter", "capitalize_first_letter", "choose_last_of_3", "color_v_animal_3"]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import ivkit  # noqa: E402
+from ivkit.analysis.noise import iv_cosines, rebuild_cosine  # noqa: E402
+from ivkit.core.io import atomic_write_json  # noqa: E402
+from ivkit.core.prompts import encode_prompts, prompts_from_json, sample_prompts  # noqa: E402
+from ivkit.core.stats import wilson_interval  # noqa: E402
+
+HELD_APART = ["lowercase_first_letter", "capitalize_first_letter", "choose_first_of_3", "choose_last_of_3",
+              "animal_v_object_3", "color_v_animal_3"]
+
+
+def _args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["pilot", "run", "doc"])
+    ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--train-task", default="capitalize")
+    ap.add_argument("--tasks", default=",".join(HELD_APART), help="held-apart tasks")
+    ap.add_argument("--lrs", default="3e-5,1e-4", help="pilot: learning rates tried")
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--steps", type=int, default=80)
+    ap.add_argument("--every", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--prompts", type=int, default=100, help="test (pilot: validation) queries per accuracy")
+    ap.add_argument("--out", default="runs/forgetting")
+    ap.add_argument("--doc", default="docs/forgetting.md")
+    return ap.parse_args()
+
+
+def base_dir(model, out: Path) -> Path:
+    """The base model saved once as a Hugging Face directory (a checkpoint series' first member)."""
+    target = out / "base"
+    if not target.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix="base.", dir=out))
+        model.model.save_pretrained(tmp)
+        model.tokenizer.save_pretrained(tmp)
+        os.replace(tmp, target)
+    return target
+
+
+def train_split_file(task: str, out: Path, seed: int = 0) -> Path:
+    """The training task's training split as a file: fine-tuning never sees its test queries."""
+    path = out / "data" / f"{task}_train.json"
+    if not path.exists():
+        t = ivkit.load_task(task)
+        atomic_write_json(path, [{"input": e.input, "output": e.output} for e in t.split(seed).train])
+    return path
+
+
+def base_ivs(model, tasks: list[str], out: Path) -> dict:
+    """Each task's IV on the base model, ivkit's default recipe (resumes from its run directory)."""
+    return {t: ivkit.extract(model, t, out=out / "ivs" / t, progress=False).iv for t in tasks}
+
+
+def ft_accuracy(model, task: str, n: int, split: str = "test", seed: int = 0) -> dict:
+    """The training task's accuracy in its training format (instruction prompts), on held-out queries."""
+    t = ivkit.load_task(task)
+    queries = getattr(t.split(seed), split)
+    enc = encode_prompts(model, sample_prompts(queries, style="instruction", instruction=t.instruction, n=n,
+                                               seed=seed, stream=41))
+    s = ivkit.score_prompts(model, enc)
+    right, loose = int((s.ranks == 0).sum()), int(s.loose_hits(model.tokenizer, enc).sum())
+    return {"top1": right / len(enc), "ci": wilson_interval(right, len(enc)), "loose": loose / len(enc),
+            "n": len(enc)}
+
+
+def pilot(args, out: Path) -> None:
+    model = ivkit.load_model(args.model)
+    data = train_split_file(args.train_task, out)
+    tasks = args.tasks.split(",")
+    bdir = base_dir(model, out)
+    for lr in [float(x) for x in args.lrs.split(",")]:
+        run = out / "pilot" / f"lr{lr:g}"
+        ivkit.finetune(ivkit.load_model(str(bdir)), str(data), run / "run", steps=args.steps,
+                       save_every=args.every, batch_size=args.batch_size, lr=lr, seed=0, progress=False)
+        result_path = run / "valid.json"
+        results = json.loads(result_path.read_text()) if result_path.exists() else {}
+        ckpts = sorted((run / "run").glob("checkpoint-*"), key=lambda p: -int(p.name.split("-")[1]))
+        for label, path in [("base", bdir)] + [(p.name, p) for p in ckpts[::2] + ckpts[1::2]]:  # last first
+            if label in results:
+                continue
+            m = ivkit.load_model(str(path))
+            row = {"train_task_valid": ft_accuracy(m, args.train_task, args.prompts, "valid")}
+            for t in tasks:
+                row[t] = few_shot_valid(m, t, args.prompts)
+            results[label] = row
+            atomic_write_json(result_path, results)
+            logging.info("pilot lr %g %s: %s", lr, label, json.dumps(row))
+        print(f"lr {lr:g}:")
+        for label, row in results.items():
+            print(f"  {label:<14} train task {row['train_task_valid']['top1']:.2f}  " +
+                  "  ".join(f"{t[:14]} {row[t]['top1']:.2f}/{row[t]['loose']:.2f}" for t in tasks))
+
+
+def few_shot_valid(model, task: str, n: int, seed: int = 0) -> dict:
+    """Clean 10-shot first-token (and loose) top-1 on the task's validation queries."""
+    t = ivkit.load_task(task)
+    sp = t.split(seed)
+    enc = encode_prompts(model, sample_prompts(sp.valid, style="few_shot", demo_pool=sp.train, shots=10, n=n,
+                                               seed=seed, stream=3))
+    s = ivkit.score_prompts(model, enc)
+    return {"top1": s.accuracy(1), "loose": float(s.loose_hits(model.tokenizer, enc).float().mean()), "n": len(enc)}
+
+
+def run(args, out: Path) -> None:
+    t0 = time.perf_counter()
+    tasks = args.tasks.split(",")
+    model = ivkit.load_model(args.model)
+    bdir = base_dir(model, out)
+    data = train_split_file(args.train_task, out)
+    ivs = base_ivs(model, [args.train_task] + tasks, out)
+    floors(model, ivs, out)
+    labels, dirs, timing = ["base"], [bdir], {}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for arm in ("plain", "guided"):
+            run_dir = out / f"seed{seed}" / arm
+            t1 = time.perf_counter()
+            res = ivkit.finetune(ivkit.load_model(str(bdir)), str(data), run_dir, steps=args.steps,
+                                 save_every=args.every, batch_size=args.batch_size, lr=args.lr, seed=seed,
+                                 iv=ivs[args.train_task] if arm == "guided" else None, progress=False)
+            timing[f"seed{seed}/{arm}/finetune"] = round(time.perf_counter() - t1, 1)
+            for ck in res.checkpoints:
+                labels.append(f"s{seed}-{arm}-{ck.name.split('-')[1]}")
+                dirs.append(ck)
+            score_train_task(args, run_dir, res.checkpoints, bdir)
+        t1 = time.perf_counter()
+        series = ivkit.CheckpointSeries.from_dirs(dirs, labels=labels)
+        ivkit.track(series, tasks, references={t: ivs[t] for t in tasks}, out=out / "track", n_prompts=args.prompts,
+                    resweep=True, foreign={args.train_task: ivs[args.train_task]}, progress=False)
+        timing[f"seed{seed}/track"] = round(time.perf_counter() - t1, 1)
+    timing["total_this_call"] = round(time.perf_counter() - t0, 1)
+    old = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
+    atomic_write_json(out / "timing.json", {**old, **{k: v for k, v in timing.items() if v > 5 or k not in old}})
+    print(json.dumps(timing))
+
+
+def score_train_task(args, run_dir: Path, checkpoints, bdir: Path) -> None:
+    """The training task's test accuracy (instruction prompts) at the base and every checkpoint."""
+    path = run_dir / "train_task_test.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    for label, d in [("base", bdir)] + [(c.name, c) for c in checkpoints]:
+        if label not in done:
+            done[label] = ft_accuracy(ivkit.load_model(str(d)), args.train_task, 1000)
+            atomic_write_json(path, done)
+
+
+def floors(model, ivs: dict, out: Path) -> None:
+    """Noise floors on the base model: each IV against itself rebuilt from disjoint prompts (its
+    own means' queries excluded), and the cosines between tasks' IVs."""
+    path = out / "floors.json"
+    if path.exists():
+        return
+    rebuilt = {}
+    for t, iv in ivs.items():
+        used = json.loads((out / "ivs" / t / ".stages" / "prompts.json").read_text())["data"]["mean"]
+        rebuilt[t] = rebuild_cosine(model, t, iv, exclude=[p.query.input for p in prompts_from_json(used)])
+    atomic_write_json(path, {"rebuilt": rebuilt, "between": iv_cosines(ivs).to_dict()})
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--train-task", default="english-french")
-    ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--save-every", type=int, default=25)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--prompts", type=int, default=60, help="test queries per accuracy")
-    ap.add_argument("--mean-prompts", type=int, default=60)
-    ap.add_argument("--alignment-prompts", type=int, default=30)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default="runs/forgetting")
-    ap.add_argument("--doc", default=None)
-    args = ap.parse_args()
-    # The doc names every option this run changed, so that its command reproduces it.
-    args.changed = {k: v for k, v in vars(args).items() if v != ap.get_default(k) or k in ("out", "doc")}
-
+    args = _args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    import ivkit
-
     out = Path(args.out)
-    t0 = time.perf_counter()
-    base = ivkit.load_model(args.model)
-    base_dir = out / "base"
-    if not base_dir.exists():  # written whole, then renamed: an interrupted save leaves no half directory
-        import shutil
-        import tempfile
+    if args.command == "pilot":
+        pilot(args, out)
+    elif args.command == "run":
+        run(args, out)
+    else:
+        from forgetting_doc import write_doc  # scripts/forgetting_doc.py: the tables and the reading
 
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix="base.", dir=out))
-        base.model.save_pretrained(tmp)
-        base.tokenizer.save_pretrained(tmp)
-        os.replace(tmp, base_dir)
-        shutil.rmtree(tmp, ignore_errors=True)
-    ft = ivkit.finetune(base, args.train_task, out / "run", steps=args.steps, save_every=args.save_every,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=False)
-    del base
-    # The speed recorded when the steps ran (a resumed rerun trains nothing).
-    state = json.loads((ft.checkpoints[-1] / "trainer_state.json").read_text())
-    sps = state["steps_per_second"]
-
-    series = ivkit.CheckpointSeries.from_trainer_dir(out / "run", include_base=base_dir)
-    tasks = args.tasks.split(",")
-    tr = ivkit.track(series, tasks, mode="rerank", out=out / "track-rerank", n_prompts=args.prompts,
-                     mean_prompts=args.mean_prompts, alignment_prompts=args.alignment_prompts, seed=args.seed,
-                     progress=False)
-    tr.save(out / "report")
-    df = tr.to_pandas()
-    summary = {"finetune_seconds": round(args.steps / sps, 1), "track_seconds": round(tr.seconds, 1),
-               "steps_per_second": round(sps, 3), "final_loss": ft.losses[-1][1], "first_loss": ft.losses[0][1],
-               "wall_seconds_this_run": round(time.perf_counter() - t0, 1)}
-    print(json.dumps(summary))
-    print(df.to_string(index=False))
-    if args.doc:
-        write_doc(Path(args.doc), args, df, tr, summary, out)
-
-
-def write_doc(doc: Path, args, df, tr, summary, out: Path) -> None:
-    """Write the generated part of ``doc`` (command, table, plots) and keep its hand-written reading."""
-    cmd = "python scripts/forgetting_study.py " + " ".join(f"--{k.replace('_', '-')} {v}"
-                                                          for k, v in args.changed.items())
-    lines = ["| checkpoint | task | zero-shot | 10-shot | zero-shot + base IV | IV cosine, base heads | "
-             "IV cosine, own top-10 | top-10 Jaccard | AIE Spearman | peak alignment, zero-shot | "
-             "peak alignment, 10-shot |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for _, r in df.iterrows():
-        lines.append(f"| {r['checkpoint']} | {r['task']} | {r['zero_shot']:.2f} | {r['few_shot']:.2f} | "
-                     f"{r['zero_shot_iv']:.2f} | {r['iv_cosine_fixed_heads']:.3f} | {r['iv_cosine']:.3f} | "
-                     f"{r['head_jaccard']:.2f} | {r['aie_spearman']:.2f} | {r['peak_alignment_zero_shot']:.3f} | "
-                     f"{r['peak_alignment_few_shot']:.3f} |")
-    from ivkit.core.plots import to_html
-
-    plots = doc.with_suffix("")  # docs/forgetting.md -> docs/forgetting/
-    plots.mkdir(parents=True, exist_ok=True)
-    to_html(tr.plot(), plots / "tracking.html", self_contained=False)
-    for task in df["task"].unique():
-        to_html(tr.plot_alignment(task), plots / f"alignment_{task}.html", self_contained=False)
-        to_html(tr.plot_heads(task), plots / f"heads_{task}.html", self_contained=False)
-    reading = PLACEHOLDER
-    if doc.exists() and MARKER in doc.read_text():
-        reading = doc.read_text().split(MARKER, 1)[1].strip()
-    text = DOC.format(analysis=MARKER + "\n\n" + reading, cmd=cmd, table="\n".join(lines), train=args.train_task, steps=args.steps, lr=args.lr, batch=args.batch_size,
-                      every=args.save_every, **summary, report=out / "report", plots=plots.name)
-    doc.write_text(text + "\n")
-
-
-#: Everything after this line of the doc is the human reading of the run; regenerating the doc
-#: keeps it (revise it when the numbers change).
-MARKER = "<!-- The reading below is written by hand and kept when the script regenerates the doc. -->"
-PLACEHOLDER = "## What this run shows\n\n(Not written yet: read the table and the plots, then write it here.)"
-
-DOC = """# Forgetting: does fine-tuning erase instruction vectors, or stop the model using them?
-
-Generated by `{cmd}`.
-
-SmolLM2-135M-Instruct was fully fine-tuned on instruction-formatted `{train}` pairs for {steps}
-steps at learning rate {lr:g}, batch size {batch} (a checkpoint every {every}; loss {first_loss:.2f} -> {final_loss:.2f}; {steps_per_second} steps/s on
-two CPU cores, {finetune_seconds} s), then each held-apart task was tracked across the base model and
-every checkpoint ({track_seconds} s), re-ranking heads on each checkpoint.
-
-Columns: accuracies are first-token top-1 on the test split; "zero-shot + base IV" injects the
-base model's IV (its layer and scale). "IV cosine, base heads" compares the IV rebuilt on each
-checkpoint from the base model's top-10 heads (means recomputed on the same prompts) with the base
-IV; "IV cosine, own top-10" does the same with the checkpoint's own top-10 by AIE (on the same
-corrupted prompts); "top-10 Jaccard" and "AIE Spearman" compare that ranking with the base
-model's. "Peak alignment" is the largest, over layers, mean cosine between the last-token
-residual stream and the base IV.
-
-{table}
-
-Plots: [IV similarity and accuracy per task]({plots}/tracking.html) and the layer profiles of the
-alignment and the head-importance heatmaps with a slider over checkpoints, one file per task
-(`{plots}/alignment_<task>.html`, `{plots}/heads_<task>.html`). These load plotly.js from its CDN;
-the run also writes self-contained copies to `{report}/`.
-
-{analysis}"""
+        write_doc(args, out, Path(args.doc))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
+from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainingArguments
 
 from ..core.errors import IVKitError
@@ -116,6 +117,8 @@ def finetune(model: IVModel | str, data: Task | str, out: str | Path, config: Fi
     run = _run_record(ivm, task, feats, cfg, vec, guide)
     latest = _prepare_run_dir(out, run, resume)
     objective = _objective(ivm, vec, guide, feats, out, progress) if vec is not None else None
+    if latest is not None and _step(latest) >= cfg.steps:  # finished: load it (Trainer would take one more step)
+        return _finished(ivm, latest, cfg, out, run)
     torch.manual_seed(cfg.seed)  # LoRA's initialisation
     net = _with_lora(ivm.model, cfg) if cfg.lora else ivm.model
     books = RunBookkeeping()
@@ -192,6 +195,31 @@ def _prepare_run_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | Non
                          f"without the interruption; start a new out directory")
     log.info("resuming %s from %s", out, found[-1].name)
     return found[-1]
+
+
+def _step(ckpt: Path) -> int:
+    return int(ckpt.name.split("-")[-1])
+
+
+def _finished(ivm: IVModel, ckpt: Path, cfg: FinetuneConfig, out: Path, run: dict[str, Any]) -> FinetuneResult:
+    """The result of a run that already reached its last step, its weights loaded into ``ivm``."""
+    if cfg.lora:
+        from peft import PeftModel
+
+        ivm.model = PeftModel.from_pretrained(ivm.model, str(ckpt)).merge_and_unload().eval()
+    else:
+        weights: dict[str, torch.Tensor] = {}
+        for f in sorted(ckpt.glob("*.safetensors")):
+            weights.update(load_file(str(f)))
+        missing, unexpected = ivm.model.load_state_dict(weights, strict=False)
+        if unexpected or [m for m in missing if "lm_head" not in m]:
+            raise IVKitError(f"{ckpt} does not match the model ({missing[:3]}, {unexpected[:3]})")
+        if getattr(ivm.model.config, "tie_word_embeddings", False):
+            ivm.model.tie_weights()
+    history = json.loads((ckpt / "trainer_state.json").read_text())["log_history"]
+    losses = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
+    log.info("%s already reached step %d: nothing to train", out, _step(ckpt))
+    return FinetuneResult(out, _checkpoints(out), losses, 0.0, history, run)
 
 
 def _checkpoints(out: Path) -> list[Path]:

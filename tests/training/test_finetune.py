@@ -126,3 +126,15 @@ def test_lora_checkpoints_load_as_a_series(tmp_path, tokenizer, small_task):
         fps.append(series.fingerprints[series.labels[len(fps)]])
         assert m.model_type == "llama"
     assert len(set(fps)) == 3  # the adapters changed the weights
+
+
+def test_a_finished_run_is_loaded_not_trained_again(tmp_path, tokenizer, small_task):
+    """Its last epoch partial (8 examples, batch 3), a finished run rerun takes no extra step: its
+    checkpoints, losses and weights are the first run's."""
+    kw = dict(steps=4, save_every=2, batch_size=3, lr=1e-3, progress=False)
+    first = finetune(_fresh(tokenizer), str(small_task), tmp_path / "run", **kw)
+    model = _fresh(tokenizer)
+    again = finetune(model, str(small_task), tmp_path / "run", **kw)
+    assert [p.name for p in again.checkpoints] == ["checkpoint-2", "checkpoint-4"] and again.losses == first.losses
+    saved = ivkit.load_model(str(tmp_path / "run" / "checkpoint-4")).model.state_dict()
+    assert all(torch.equal(saved[k], v) for k, v in model.model.state_dict().items())

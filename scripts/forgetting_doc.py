@@ -1,0 +1,195 @@
+"""Writes docs/forgetting.md from a ``scripts/forgetting_study.py`` run directory (``doc`` command).
+
+Every figure in the document is computed here from the run's files: the pilot's validation scores,
+the noise floors, the training task's accuracy per checkpoint, and ``track/`` (one record per
+checkpoint and held-apart task). Nothing is typed in by hand except the reading, which is kept
+between the markers when the document is regenerated.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+import ivkit
+
+MARKER = "<!-- The reading below is written by hand and kept when the script regenerates the doc. -->"
+PLACEHOLDER = "## What the runs show\n\n(Not written yet: read the tables, then write it here.)"
+
+
+def _records(out: Path) -> pd.DataFrame:
+    rows = []
+    for f in sorted((out / "track").glob("*/*.json")):
+        if f.parent.name == "reference" or f.name == "settings.json":
+            continue
+        r = json.loads(f.read_text())
+        if "task" not in r:
+            continue
+        label = r["checkpoint"]
+        seed, arm, step = ("-", "base", 0) if label == "base" else label.split("-")
+        row = {k: v for k, v in r.items() if not isinstance(v, (list, dict))}
+        row.update(seed=seed, arm=arm, step=int(step), peak_alignment=max(r["alignment_zero_shot"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _train_task(out: Path) -> pd.DataFrame:
+    rows = []
+    for f in sorted(out.glob("seed*/*/train_task_test.json")):
+        seed, arm = f.parent.parent.name.removeprefix("seed"), f.parent.name
+        for label, r in json.loads(f.read_text()).items():
+            step = 0 if label == "base" else int(label.split("-")[1])
+            rows.append({"seed": seed, "arm": arm, "step": step, "top1": r["top1"], "lo": r["ci"][0],
+                         "hi": r["ci"][1], "loose": r["loose"], "n": r["n"]})
+    return pd.DataFrame(rows)
+
+
+def _fmt(x, lo=None, hi=None) -> str:
+    if x is None or x != x:
+        return "-"
+    return f"{x:.2f}" + (f" ({lo:.2f}-{hi:.2f})" if lo is not None and hi is not None else "")
+
+
+def forgetting_table(df: pd.DataFrame, final: int) -> list[str]:
+    """Per task and seed: base -> final checkpoint of each arm, 10-shot and zero-shot + base IV."""
+    lines = ["| task | seed | metric | base | plain | guided |", "|---|---|---|---|---|---|"]
+    base = df[df.arm == "base"].set_index("task")
+    for task in sorted(df.task.unique()):
+        b = base.loc[task]
+        for seed in sorted(s for s in df.seed.unique() if s != "-"):
+            for m, label in (("few_shot", "10-shot"), ("few_shot_loose", "10-shot, loose"),
+                             ("zero_shot_iv", "zero-shot + base IV"), ("zero_shot_own_iv", "zero-shot + own IV")):
+                cells = []
+                for arm in ("plain", "guided"):
+                    r = df[(df.task == task) & (df.seed == seed) & (df.arm == arm) & (df.step == final)]
+                    r = r.iloc[0] if len(r) else None
+                    cells.append("-" if r is None else _fmt(r[m], r.get(f"{m}_lo"), r.get(f"{m}_hi")))
+                lines.append(f"| {task} | {seed} | {label} | {_fmt(b[m], b.get(f'{m}_lo'), b.get(f'{m}_hi'))} | "
+                             f"{cells[0]} | {cells[1]} |")
+    return lines
+
+
+def forgotten(df: pd.DataFrame, final: int, metric: str = "few_shot") -> pd.DataFrame:
+    """Per (seed, arm, task): the drop of ``metric`` from the base to the final checkpoint, and
+    whether it is at least 0.2 with the two 95% intervals apart."""
+    base = df[df.arm == "base"].set_index("task")
+    rows = []
+    for _, r in df[(df.arm != "base") & (df.step == final)].iterrows():
+        b = base.loc[r.task]
+        drop = b[metric] - r[metric]
+        apart = r[f"{metric}_hi"] < b[f"{metric}_lo"]
+        rows.append({"seed": r.seed, "arm": r.arm, "task": r.task, "drop": drop, "forgotten": drop >= 0.2 and apart})
+    return pd.DataFrame(rows)
+
+
+def similarity_table(df: pd.DataFrame, floors: dict, final: int) -> list[str]:
+    lines = ["| task | rebuilt from disjoint prompts (noise floor) | plain, final | guided, final | "
+             "peak alignment base / plain / guided | alignment with the training task's IV base / plain / guided |",
+             "|---|---|---|---|---|---|"]
+    base = df[df.arm == "base"].set_index("task")
+    fin = df[(df.arm != "base") & (df.step == final)]
+    foreign = [c for c in df.columns if c.startswith("alignment_to/")]
+    for task in sorted(df.task.unique()):
+        cos = {a: fin[(fin.task == task) & (fin.arm == a)]["iv_cosine"] for a in ("plain", "guided")}
+        al = {a: fin[(fin.task == task) & (fin.arm == a)]["peak_alignment"] for a in ("plain", "guided")}
+        fo = {a: fin[(fin.task == task) & (fin.arm == a)][foreign[0]] for a in ("plain", "guided")} if foreign else {}
+        mean = lambda s: f"{s.mean():.3f}" if len(s) else "-"  # noqa: E731
+        lines.append(f"| {task} | {floors['rebuilt'][task]:.3f} | {mean(cos['plain'])} | {mean(cos['guided'])} | "
+                     f"{base.loc[task]['peak_alignment']:.3f} / {mean(al['plain'])} / {mean(al['guided'])} | " +
+                     (f"{base.loc[task][foreign[0]]:.3f} / {mean(fo['plain'])} / {mean(fo['guided'])} |" if foreign
+                      else "- |"))
+    return lines
+
+
+def write_doc(args, out: Path, doc: Path) -> None:
+    df, tt = _records(out), _train_task(out)
+    floors = json.loads((out / "floors.json").read_text())
+    final = int(df[df.arm != "base"].step.max())
+    pilot = {p.parent.name: json.loads(p.read_text()) for p in sorted((out / "pilot").glob("*/valid.json"))}
+    timing = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
+    plots = doc.with_suffix("")
+    plots.mkdir(parents=True, exist_ok=True)
+    drops = forgotten(df, final)
+    summary = drops.groupby(["seed", "arm"]).agg(mean_drop=("drop", "mean"), forgotten=("forgotten", "sum"))
+    reading = PLACEHOLDER
+    if doc.exists() and MARKER in doc.read_text():
+        reading = doc.read_text().split(MARKER, 1)[1].strip()
+    text = "\n".join([
+        "# Forgetting, and IV-guided training against it",
+        "",
+        f"Generated by `python scripts/forgetting_study.py doc` from the runs of `python scripts/forgetting_study.py "
+        f"run --seeds {','.join(sorted(s for s in df.seed.unique() if s != '-'))} --lr {args.lr:g} --steps "
+        f"{args.steps} --every {args.every}` (after `pilot`). SmolLM2-135M-Instruct (its Q4_1 GGUF weights, "
+        f"de-quantised), {platform.machine()}, 2 CPU cores, ivkit {ivkit.__version__}.",
+        "",
+        _setup_text(args),
+        "",
+        "## Choosing the set-up (validation queries)",
+        "",
+        *_pilot_lines(pilot),
+        "",
+        "## The training task",
+        "",
+        *_train_lines(tt),
+        "",
+        "## Held-apart tasks: base model against the last checkpoint",
+        "",
+        *forgetting_table(df, final),
+        "",
+        "Forgotten (a drop of at least 0.2 in 10-shot top-1, the 95% intervals apart), per seed and arm: ",
+        "",
+        summary.to_markdown(),
+        "",
+        "## Is the IV still there, and still used?",
+        "",
+        *similarity_table(df, floors, final),
+        "",
+        "Cosines between the base model's IVs of different tasks (the other end of the scale):",
+        "",
+        pd.DataFrame(floors["between"]).round(3).to_markdown(),
+        "",
+        f"Seconds (this machine, shared with other jobs while it ran): {json.dumps(timing)}",
+        "",
+        MARKER,
+        "",
+        reading,
+    ])
+    doc.write_text(text + "\n")
+
+
+def _setup_text(args) -> str:
+    return (f"The model is fully fine-tuned on the training split of `{args.train_task}` (instruction prompts, "
+            f"the loss on the answer), {args.steps} steps at learning rate {args.lr:g}, batch {args.batch_size}, "
+            f"a checkpoint every {args.every}: once plainly and once IV-guided (the `{args.train_task}` IV of the "
+            f"base model, ivkit's defaults: alpha 20 at the last prompt token, 0.1 over the answer, T=2, the "
+            f"progressive schedule), with the same data order per seed. Held-apart tasks are measured on their "
+            f"test splits (100 queries): clean 10-shot and zero-shot + the base model's IV (its layer and scale), "
+            f"first-token top-1 and 'loose' (the answer's first token up to case: a changed format is not a lost "
+            f"skill), each with its 95% Wilson interval; 'own IV' is the IV rebuilt on the checkpoint from the base "
+            f"IV's heads with its layer and scale chosen on validation queries.")
+
+
+def _pilot_lines(pilot: dict) -> list[str]:
+    if not pilot:
+        return ["(no pilot run)"]
+    tasks = [k for k in next(iter(next(iter(pilot.values())).values())) if k != "train_task_valid"]
+    lines = ["| learning rate | checkpoint | training task | " + " | ".join(tasks) + " |",
+             "|---|---|---|" + "---|" * len(tasks)]
+    for lr, rows in pilot.items():
+        for label, row in rows.items():
+            lines.append(f"| {lr.removeprefix('lr')} | {label} | {row['train_task_valid']['top1']:.2f} | " +
+                         " | ".join(f"{row[t]['top1']:.2f} / {row[t]['loose']:.2f}" for t in tasks) + " |")
+    return ["10-shot top-1 / loose top-1 on validation queries, plain fine-tuning, seed 0:", "", *lines]
+
+
+def _train_lines(tt: pd.DataFrame) -> list[str]:
+    if tt.empty:
+        return ["(not measured)"]
+    lines = ["| seed | arm | step | top-1 (95% CI) | loose |", "|---|---|---|---|---|"]
+    for _, r in tt.sort_values(["seed", "arm", "step"]).iterrows():
+        lines.append(f"| {r.seed} | {r.arm} | {r.step} | {_fmt(r.top1, r.lo, r.hi)} | {r.loose:.2f} |")
+    return [f"Instruction prompts of its test split (n={int(tt.n.iloc[0])}):", "", *lines]
+
