@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup setup-demo demo test test-fast test-latest lock lint clean
+.PHONY: setup setup-demo demo test test-fast test-latest lock lint docs clean
 
 # What each environment was built from: rebuilt when the lock or the set-up script changes.
 $(VENV)/.ivkit-demo: requirements/demo.txt scripts/setup_env.sh
@@ -39,8 +39,14 @@ test-latest:
 lock:
 	sh scripts/lock.sh
 
+# The documentation site (mkdocs-material, the API reference from the docstrings, the notebooks);
+# --strict: a broken link or a missing reference fails. The home page is the README.
+docs: $(VENV)/.ivkit-dev
+	sed 's#](docs/#](#g' README.md > docs/index.md
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
+
 lint: $(VENV)/.ivkit-dev
 	$(VENV)/bin/ruff check ivkit tests scripts
 
 clean:
-	rm -rf $(VENV) .venv-latest .venv-tools runs .pytest_cache
+	rm -rf $(VENV) .venv-latest .venv-tools runs .pytest_cache site docs/index.md

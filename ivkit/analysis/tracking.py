@@ -182,7 +182,8 @@ def track(
         out: directory for per-checkpoint results; an interrupted run resumes from it.
         n_prompts: test queries per accuracy.
         alignment_prompts: zero-shot and few-shot prompts per alignment profile.
-        shots, mean_prompts, trials, top_k, seed, method: as in :func:`ivkit.extract`.
+        shots: demonstrations per prompt, as in :func:`ivkit.extract` (and ``mean_prompts``,
+            ``trials``, ``top_k``, ``seed``, ``method``, and any other extract option).
         resweep: also choose, on each checkpoint, the injection layer and scale of the IV rebuilt
             from the reference's heads (``sweep_prompts`` validation queries), and score it on the
             test queries (``zero_shot_own_iv``): is the IV still there, only elsewhere?
