@@ -24,6 +24,7 @@ resumes where it stopped and gives the same table.
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import time
@@ -35,6 +36,7 @@ import torch
 
 from ..activations import mean_head_activations, residual_alignment
 from ..core.errors import InputError, IVKitError, TaskError
+from ..core.html import table
 from ..core.io import atomic_write_json, atomic_write_text, json_safe
 from ..core.options import TrackMode, check_choice
 from ..core.plots import heatmap_slider, profile_lines, to_html, tracking_panels
@@ -143,6 +145,11 @@ class Tracking:
         if not frames:
             raise InputError("per-checkpoint AIE exists only in mode='rerank'")
         return heatmap_slider(frames, title=f"{task}: AIE")
+
+    def _repr_html_(self) -> str:
+        keep = ["checkpoint", "task", "zero_shot", "few_shot", "zero_shot_iv", "iv_cosine", "peak_alignment_zero_shot"]
+        df = self.to_pandas()
+        return f"<b>{html.escape(repr(self))}</b>" + table(df[[c for c in keep if c in df]].to_dict("records"))
 
     def __repr__(self) -> str:
         tasks = sorted({r["task"] for r in self.records})

@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from typing import Any, Sequence
 import torch
 
 from ..core.errors import InputError
+from ..core.html import table
 from ..core.io import progress_bar
 from ..core.options import Injection
 from ..core.plots import accuracy_bars
@@ -106,6 +108,12 @@ class Evaluation:
         """Bars of top-1/2/3 accuracy per condition, the top-1 bars with their 95% intervals."""
         where = "heads injection" if self.info.get("injection") == "heads" else f"IV at layer {self.layer}"
         return accuracy_bars(self.to_pandas(), title=title or f"{self.info.get('task', '')}: {where}, n={self.n}")
+
+    def _repr_html_(self) -> str:
+        rows = [{"condition": c, "top1": r["top1"], "95% CI": f"{r['top1_lo']:.2f}-{r['top1_hi']:.2f}",
+                 "loose": r.get("top1_loose"), "top2": r["top2"], "top3": r["top3"],
+                 "top1 on ICL-right": r.get("top1_icl_correct")} for c, r in self.results.items()]
+        return f"<b>{html.escape(repr(self))}</b>" + table(rows)
 
     def __repr__(self) -> str:
         cells = ", ".join(f"{c} {r['top1']:.2f}" for c, r in self.results.items())

@@ -4,6 +4,7 @@ every head, with the per-trial effects behind it."""
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..core.errors import ArtifactError
+from ..core.html import heat, table
 from ..core.io import atomic_write_json
 from ..core.plots import head_heatmap
 
@@ -88,6 +90,12 @@ class IndirectEffects:
             self.aie.float().numpy(), marked=marked, marked_name=f"top {top_k}" if heads is None else "chosen heads",
             numbered_by="rank" if heads is None else "step",
             title=title or f"Average indirect effect per head ({metric}, {self.method}, {self.per_trial.shape[0]} trials)")
+
+    def _repr_html_(self) -> str:
+        top = [{"rank": i + 1, "layer": l, "head": h, "aie": a} for i, (l, h, a) in enumerate(self.top_heads(10))]
+        return (f"<b>{html.escape(repr(self))}</b>" + heat(self.aie.numpy(), marked=[(l, h) for l, h, _ in self.top_heads(10)],
+                                                           caption="AIE per head (layers down, heads across)")
+                + table(top, caption="the top 10 heads", digits=5))
 
     def __repr__(self) -> str:
         top = ", ".join(f"{l}.{h}" for l, h, _ in self.top_heads(5))

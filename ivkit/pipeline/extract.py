@@ -16,12 +16,14 @@ the run directory so an interrupted run resumes):
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.html import heat, table
 from ..core.io import atomic_write_json
 from ..core.plots import to_html
 from ..core.tasks import Task, load_task
@@ -78,6 +80,14 @@ class Extraction:
         timings = {**first, **{k: v for k, v in self.timings.items() if k not in first}}
         return Extraction.assemble(self.iv, self.effects, self.sweep, timings, filter=self.filter,
                                    prompts=self.prompts, other_effects=self.other_effects, resumed=self.resumed)
+
+    def _repr_html_(self) -> str:
+        rows = [{"rank": i + 1, "layer": l, "head": h, "aie": a} for i, ((l, h), a) in
+                enumerate(zip(self.iv.heads, self.iv.head_aie))]
+        stages = [{"stage": k, "seconds": v} for k, v in self.timings.items()]
+        return (f"<b>{html.escape(repr(self))}</b>"
+                + heat(self.effects.aie.numpy(), marked=self.iv.heads, caption="AIE per head; the IV's heads outlined")
+                + table(rows, caption="the IV's heads", digits=5) + table(stages, caption="seconds per stage", digits=1))
 
     def __repr__(self) -> str:
         where = "heads injection" if self.iv.injection == "heads" else f"layer {self.iv.layer}"

@@ -22,6 +22,7 @@ Concepts
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback, TrainingArguments
 
 from ..core.errors import IVKitError
+from ..core.html import sparkline, table
 from ..core.io import atomic_write_json
 from ..core.tasks import Task, load_task
 from ..models.loading import load_model
@@ -77,6 +79,11 @@ class FinetuneResult:
         import pandas as pd
 
         return pd.DataFrame(self.log_history)
+
+    def _repr_html_(self) -> str:
+        cks = [{"checkpoint": p.name} for p in self.checkpoints]
+        return (f"<b>{html.escape(repr(self))}</b>" + sparkline([l for _, l in self.losses], caption="loss per step")
+                + table(cks))
 
     def __repr__(self) -> str:
         last = f", final loss {self.losses[-1][1]:.4f}" if self.losses else ""
