@@ -18,6 +18,8 @@ type               values
                    ``zero_shot`` (zero-shot training prompts)
 ``RankingChoice``  a ``Ranking``, or ``both`` (the validation sweep chooses)
 ``Selection``      ``top_k`` or ``greedy``
+``Recipe``         ``reference`` (the options as given) or ``auto`` (every ranking, selection and
+                   injection tried, the validation split choosing)
 ``PostNorm``       Gemma's post-attention norm in a head's contribution: ``linearized``/``ignore``
 ``CleanStyle``     the style of the prompts an IV is built from: ``few_shot`` or ``instruction``
 ``PromptStyle``    every prompt style (:mod:`ivkit.core.prompts`)
@@ -43,6 +45,7 @@ InjectionChoice = Literal["residual", "heads", "auto"]
 Ranking = Literal["shuffled", "zero_shot"]
 RankingChoice = Literal["shuffled", "zero_shot", "both"]
 Selection = Literal["top_k", "greedy"]
+Recipe = Literal["reference", "auto"]
 PostNorm = Literal["linearized", "ignore"]
 CleanStyle = Literal["few_shot", "instruction"]
 PromptStyle = Literal["few_shot", "shuffled", "zero_shot", "instruction", "chat"]

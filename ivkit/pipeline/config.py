@@ -23,6 +23,7 @@ from ..core.options import (
     MetricName,
     PostNorm,
     RankingChoice,
+    Recipe,
     Selection,
     check_at_least,
     check_choice,
@@ -45,6 +46,9 @@ def _opt(default: Any, help: str, cli: str | None = None, **extra: Any) -> Any:
 class ExtractConfig:
     """Every setting of an extraction (see :func:`ivkit.extract` for what each stage does)."""
 
+    recipe: Recipe = _opt("reference", "reference (the function-vectors recipe, or what the options below say) or "
+                                       "auto (tries both rankings, the top 3/5/10/20 and the greedy heads, residual and "
+                                       "heads injection, and picks on the validation split)")
     shots: int = _opt(10, "demonstrations per prompt")
     mean_prompts: int = _opt(100, "clean prompts averaged for the mean head activations")
     trials: int = _opt(25, "corrupted prompts for the indirect effects")
@@ -85,7 +89,7 @@ class ExtractConfig:
 
     def __post_init__(self) -> None:
         fix = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (normalising, once)
-        for name, kind in (("method", Method), ("metric", MetricName), ("style", CleanStyle),
+        for name, kind in (("recipe", Recipe), ("method", Method), ("metric", MetricName), ("style", CleanStyle),
                            ("post_norm", PostNorm), ("injection", InjectionChoice), ("ranking", RankingChoice),
                            ("selection", Selection)):
             if not (name == "method" and self.method is None):
@@ -110,6 +114,12 @@ class ExtractConfig:
 
     def _check_combinations(self) -> None:
         s, sweep = shown, "the validation sweep"
+        if self.recipe == "auto":
+            chosen = [n for n, d in (("ranking", "shuffled"), ("top_k", None), ("injection", "residual"),
+                                     ("selection", "top_k")) if getattr(self, n) != d]
+            if chosen or not self.sweep or self.layer is not None:
+                raise InputError(f"{s('recipe')} auto chooses the ranking, the heads and the injection itself, on "
+                                 f"{sweep}: leave out {', '.join(s(n) for n in chosen) or s('layer') + '/no sweep'}")
         if self.layer is not None and self.injection != "residual":
             raise InputError(f"{s('layer')} fixes a residual injection layer; it does not go with {s('injection')} "
                              f"{self.injection}")
@@ -131,16 +141,20 @@ class ExtractConfig:
 
     @property
     def ks(self) -> tuple[int, ...]:
-        """The top-k candidates (10 when none is given)."""
-        return self.top_k or (10,)
+        """The top-k candidates (10 when none is given; 3, 5, 10 and 20 for the auto recipe)."""
+        return (3, 5, 10, 20) if self.recipe == "auto" else (self.top_k or (10,))
 
     @property
     def rankings(self) -> tuple[str, ...]:
-        return ("shuffled", "zero_shot") if self.ranking == "both" else (self.ranking,)
+        return ("shuffled", "zero_shot") if self.ranking == "both" or self.recipe == "auto" else (self.ranking,)
 
     @property
     def injections(self) -> tuple[str, ...]:
-        return ("residual", "heads") if self.injection == "auto" else (self.injection,)
+        return ("residual", "heads") if self.injection == "auto" or self.recipe == "auto" else (self.injection,)
+
+    @property
+    def selections(self) -> tuple[str, ...]:
+        return ("top_k", "greedy") if self.recipe == "auto" else (self.selection,)
 
     @property
     def sweeps(self) -> bool:

@@ -180,7 +180,7 @@ def _build(run: RunContext, c: Candidate, means: Any, effects: dict[str, Indirec
     provenance = dict(task=task.name, task_source=task.source, template=cfg.template.to_dict(), style=cfg.style,
                       seed=cfg.seed, shots=cfg.shots, mean_prompts=len(prompts.mean), filter=prompts.filter)
     injection = "heads" if cfg.injection == "heads" else "residual"
-    if path is None:
+    if c.selection == "top_k":
         ie = effects[c.ranking]
         return InstructionVector.build(run.model, means, ie, k=c.k, post_norm=cfg.post_norm, injection=injection,
                                        trials=ie.per_trial.shape[0], ranking=c.ranking, **provenance)
@@ -203,6 +203,16 @@ def _choose(cfg: ExtractConfig, candidates: list[Candidate], ivs: list[Instructi
         "injection": sw.best_injection, "top1": sw.best_top1, "baseline_top1": sw.baseline_top1,
         "criterion": "top-1 accuracy, then mean answer probability, then residual over heads injection, then the "
                      "smaller scale, then the lower layer"}}
+    if cfg.recipe == "auto":
+        meta["recipe"] = {"name": "auto", "chosen": {"selection": candidates[best].selection,
+                                                     "ranking": candidates[best].ranking, "k": candidates[best].k},
+                          "candidates": [{"selection": c.selection, "ranking": c.ranking, "k": c.k,
+                                          "valid_top1": s.best_top1, "injection": s.best_injection,
+                                          "layer": s.best_layer, "scale": s.best_scale}
+                                         for c, s in zip(candidates, sweeps)],
+                          "criterion": "top-1 accuracy on the validation split, then mean answer probability, then "
+                                       "the shuffled ranking, then the fewer heads"}
+        return iv.replace(injection=sw.best_injection, layer=sw.best_layer, scale=sw.best_scale, meta=meta), sw
     if path is not None:
         meta["k_selection"] = {"candidates": [c.k for c in candidates], "valid_top1": [s.best_top1 for s in sweeps],
                                "criterion": "top-1 accuracy, then mean answer probability, then the fewer heads "

@@ -63,12 +63,13 @@ class RunContext:
 
 @dataclass(frozen=True)
 class Candidate:
-    """One candidate set of heads: from ``ranking``, the top ``k`` (or the first ``k`` of the
-    greedy path)."""
+    """One candidate set of heads: from ``ranking``, the top ``k`` (``selection="top_k"``), or the
+    first ``k`` of the greedy path (``selection="greedy"``, its pool from every ranking)."""
 
     ranking: str
     k: int
     heads: list[tuple[int, int]]
+    selection: str = "top_k"
 
 
 def prompts_stage(run: RunContext) -> tuple[ExtractionPrompts, Float[Tensor, "layers heads d_head"], dict, str]:
@@ -129,11 +130,14 @@ def effects_stage(run: RunContext, prompts: ExtractionPrompts, means: Tensor, ra
 
 def heads_stage(run: RunContext, prompts: ExtractionPrompts, means: Tensor, effects: dict[str, IndirectEffects],
                 upstream: list[str]) -> tuple[list[Candidate], GreedyPath | None, str]:
-    """Stage ``heads``: the candidate head sets (and the greedy path, with ``selection="greedy"``)."""
+    """Stage ``heads``: the candidate head sets (and the greedy path, with ``selection="greedy"`` or
+    the auto recipe)."""
     cfg = run.cfg
-    if cfg.selection == "top_k":
-        cands = [Candidate(r, k, [(l, h) for l, h, _ in effects[r].top_heads(k)]) for r in cfg.rankings for k in cfg.ks]
-        return cands, None, digest("heads", upstream, cfg.ks)
+    n = run.model.geometry.n_total_heads
+    ks = [k for k in cfg.ks if k <= n] or [n]  # the auto recipe's 20 can exceed a small model's heads
+    top = [Candidate(r, k, [(l, h) for l, h, _ in effects[r].top_heads(k)]) for r in cfg.rankings for k in ks]
+    if "greedy" not in cfg.selections:
+        return top, None, digest("heads", upstream, cfg.ks)
     key = run.key("heads", *upstream, pool=cfg.greedy_pool, max_heads=cfg.greedy_max_heads, scale=cfg.greedy_scale,
                   queries=cfg.greedy_queries, batch_size=cfg.batch_size)
     stored = run.store.load("heads", key)
@@ -149,7 +153,9 @@ def heads_stage(run: RunContext, prompts: ExtractionPrompts, means: Tensor, effe
                             resume=GreedyPath.from_dict(partial[0]) if partial else None,
                             on_step=lambda p: run.store.save("heads.partial", key, p.state()))
         run.store.save("heads", key, path.state())
-    return [Candidate(cfg.ranking, n, path.heads[:n]) for n in range(1, len(path.heads) + 1)], path, key
+    greedy = [Candidate(cfg.ranking if cfg.recipe == "reference" else "both", n, path.heads[:n], "greedy")
+              for n in range(1, len(path.heads) + 1)]
+    return (top if "top_k" in cfg.selections else []) + greedy, path, key
 
 
 def sweep_stage(run: RunContext, candidates: list[InstructionVector], prompts: ExtractionPrompts, upstream: str

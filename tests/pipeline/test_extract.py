@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+import ivkit
 from ivkit import InstructionVector, extract, load_task
 from ivkit.core.errors import TaskError
 from ivkit.pipeline import greedy_heads
@@ -257,3 +258,18 @@ def test_greedy_selection_builds_one_candidate_per_prefix(tmp_path, tiny_llama, 
     back = InstructionVector.load(tmp_path / "out", model=tiny_llama)
     assert back.heads == res.iv.heads and back.meta["head_selection"]["heads"] == sel["heads"]
     assert torch.equal(back.vector, res.iv.vector)
+
+
+def test_the_auto_recipe_tries_every_candidate_and_records_its_choice(tiny_llama, task_file):
+    kw = dict(shots=3, mean_prompts=4, trials=2, filter_correct=False, progress=False, seed=2, scales=(1.0, 3.0),
+              zero_shot_trials=4, greedy_pool=2, greedy_max_heads=2, greedy_queries=6)
+    res = extract(tiny_llama, str(task_file), recipe="auto", **kw)
+    rec = res.iv.meta["recipe"]
+    kinds = {(c["selection"], c["ranking"]) for c in rec["candidates"]}
+    assert {("top_k", "shuffled"), ("top_k", "zero_shot"), ("greedy", "both")} <= kinds
+    assert sum(c["selection"] == "top_k" for c in rec["candidates"]) == 6  # 2 rankings x k in 3, 5, 10 (12 heads)
+    best = max(c["valid_top1"] for c in rec["candidates"])
+    assert res.sweep.best_top1 == best and rec["chosen"]["k"] == res.iv.k
+    assert res.sweep.heads_top1 is not None  # residual and heads injection both tried
+    with pytest.raises(ivkit.InputError, match="recipe auto chooses"):
+        extract(tiny_llama, str(task_file), recipe="auto", ranking="zero_shot", **kw)
