@@ -143,6 +143,49 @@ def heatmap_slider(frames: Sequence[tuple[str, Any]], *, title: str = ""):
     return fig
 
 
+def interval_lines(frame: Any, *, x: str, y: str, lo: str, hi: str, line: str, facet: str | None = None,
+                   title: str = "", x_title: str = "", y_title: str = "", log_x: bool = False):
+    """One line per value of ``line``, ``y`` against ``x`` with a shaded band from ``lo`` to ``hi``
+    (an interval per point), in one panel per value of ``facet`` (side by side, shared y axis)."""
+    import plotly.graph_objects as go
+    from plotly.colors import DEFAULT_PLOTLY_COLORS
+    from plotly.subplots import make_subplots
+
+    panels = list(dict.fromkeys(frame[facet])) if facet else [None]
+    fig = make_subplots(rows=1, cols=len(panels), shared_yaxes=True,
+                        subplot_titles=[str(p) for p in panels] if facet else None)
+    colours = {name: DEFAULT_PLOTLY_COLORS[i % len(DEFAULT_PLOTLY_COLORS)]
+               for i, name in enumerate(dict.fromkeys(frame[line]))}
+    for col, panel in enumerate(panels, start=1):
+        part = frame if panel is None else frame[frame[facet] == panel]
+        for name, sub in part.groupby(line, sort=False):
+            c = colours[name]
+            xs, band = list(sub[x]), list(sub[hi]) + list(sub[lo])[::-1]
+            fig.add_trace(go.Scatter(x=xs + xs[::-1], y=band, fill="toself", fillcolor=c.replace("rgb", "rgba")
+                                     .replace(")", ", 0.15)"), line={"width": 0}, hoverinfo="skip", showlegend=False,
+                                     legendgroup=str(name)), row=1, col=col)
+            fig.add_trace(go.Scatter(x=xs, y=list(sub[y]), mode="lines+markers", name=str(name), line={"color": c},
+                                     legendgroup=str(name), showlegend=col == 1,
+                                     customdata=list(zip(sub[lo], sub[hi])),
+                                     hovertemplate=f"{name}: %{{y:.4g}} [%{{customdata[0]:.4g}}, "
+                                                   f"%{{customdata[1]:.4g}}] at %{{x}}<extra></extra>"),
+                          row=1, col=col)
+        fig.update_xaxes(title_text=x_title, type="log" if log_x else None, row=1, col=col)
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    fig.update_layout(title=title, height=450, width=max(600, 450 * len(panels)))
+    return fig
+
+
+def interval_bars(frame: Any, *, x: str, y: str, lo: str, hi: str, title: str = "", y_title: str = ""):
+    """One bar per row of ``frame``: ``y`` at ``x``, with an error bar from ``lo`` to ``hi``."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=list(frame[x]), y=list(frame[y]), error_y={
+        "type": "data", "array": list(frame[hi] - frame[y]), "arrayminus": list(frame[y] - frame[lo]), "visible": True}))
+    fig.update_layout(title=title, yaxis_title=y_title)
+    return fig
+
+
 def to_html(fig: Any, path: str | Path, *, self_contained: bool = True) -> None:
     """Write a figure as an HTML file, atomically: self-contained (works offline, ~4 MB) or
     loading plotly.js from its CDN (small; for committed docs)."""

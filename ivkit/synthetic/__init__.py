@@ -1,0 +1,36 @@
+"""Floor 9: the synthetic set-up of Kotha et al. (ICLR 2024), where the true task is known.
+
+A small GPT-2 learns in-context linear regression on a mixture of two priors over the weights
+(a discrete set of 64 vectors and a Gaussian), is fine-tuned on the discrete prior only, and is
+measured against the Bayes-optimal predictors:
+
+* :mod:`~ivkit.synthetic.data`: the priors and prompts (:class:`RegressionTask`,
+  :func:`sample_prompts`);
+* :mod:`~ivkit.synthetic.model`: the network (:class:`RegressionGPT2`) and the view ivkit's hooks
+  attach to (:func:`hookable`);
+* :mod:`~ivkit.synthetic.train`: :func:`pretrain`, :func:`finetune` (seeded, resumable);
+* :mod:`~ivkit.synthetic.bayes`: ridge, the discrete posterior, their mixture;
+* :mod:`~ivkit.synthetic.measure`: losses by distance and by example count, the conjugate
+  (labels times alpha), the implied prior weight;
+* :mod:`~ivkit.synthetic.heads`: which heads carry the "which prior" inference;
+* :mod:`~ivkit.synthetic.study`: all of it, resumable (:func:`run_study`);
+* :mod:`~ivkit.synthetic.cli`: the ``ivkit synthetic`` commands.
+
+Imports only floors 0-8 (never :mod:`ivkit.cli` or :mod:`ivkit.conjugate`).
+"""
+
+from .bayes import bayes_predictions, discrete_predictions, mixture_predictions, ridge_predictions
+from .data import RegressionPrompts, RegressionTask, discrete_set, distance_to_discrete, sample_prompts
+from .heads import compare_rankings, patch_from_pretrained, rank_heads
+from .measure import conjugate_sweep, eval_prompts, implied_prior, measure_losses, predict
+from .model import ModelConfig, RegressionGPT2, hookable
+from .study import StudyConfig, StudyResult, run_study
+from .train import TrainConfig, TrainRun, finetune, load_checkpoint, pretrain
+
+__all__ = [
+    "ModelConfig", "RegressionGPT2", "RegressionPrompts", "RegressionTask", "StudyConfig", "StudyResult", "TrainConfig",
+    "TrainRun", "bayes_predictions", "compare_rankings", "conjugate_sweep", "discrete_predictions", "discrete_set",
+    "distance_to_discrete", "eval_prompts", "finetune", "hookable", "implied_prior", "load_checkpoint", "measure_losses",
+    "mixture_predictions", "patch_from_pretrained", "pretrain", "predict", "rank_heads", "ridge_predictions", "run_study",
+    "sample_prompts",
+]
