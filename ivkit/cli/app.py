@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from ..analysis import track
+from ..conjugate.cli import conjugate_cmd
 from ..core.errors import InputError, IVKitError
 from ..core.io import atomic_write_json
 from ..core.options import InjectionChoice, TrackMode, check_choice, option_names
@@ -28,6 +29,7 @@ from ..evaluation import evaluate_iv, iv_protocol, layer_sweep, score_prompts
 from ..models.checkpoints import CheckpointSeries
 from ..models.loading import load_model
 from ..pipeline import ExtractConfig, extract
+from ..synthetic.cli import app as synthetic_app
 from ..training import FinetuneConfig, GuidanceConfig, finetune
 from ..vectors import InstructionVector
 from .options import build_config, parse_list, with_config_options
@@ -305,6 +307,11 @@ def info_cmd(model: str = typer.Argument(...)):
     ivm, secs = _load(model)
     typer.echo(json.dumps({**ivm.describe(), "spec": ivm.spec.__dict__, "config_hash": ivm.config_hash(),
                            "load_seconds": round(secs, 2)}, indent=1))
+
+
+# The studies above the core pipeline: conjugate prompting (one command) and the synthetic set-up (a group).
+app.command("conjugate", help=conjugate_cmd.__doc__)(conjugate_cmd)
+app.add_typer(synthetic_app, name="synthetic")
 
 
 def main() -> None:

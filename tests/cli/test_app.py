@@ -272,3 +272,15 @@ def test_a_failed_command_chain_stops(tiny_llama_dir, tmp_path):
                           f"&& echo carried-on", shell=True, capture_output=True, text=True,
                           env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.returncode == 2 and "carried-on" not in proc.stdout
+
+
+def test_the_studies_are_ivkit_commands(tmp_path):
+    """``ivkit conjugate`` and ``ivkit synthetic`` reach their commands, with the main command's one-line errors."""
+    for sub in (["conjugate"], ["synthetic", "study"]):
+        proc = run(*sub, "--help", check=True)
+        assert "ivkit " + " ".join(sub) + " [OPTIONS]" in " ".join(proc.stdout.split())
+    proc = run("conjugate", "no/such/model-dir", "--out", tmp_path / "o", "--transforms", "none,leetspeak")
+    assert proc.returncode == 2 and "did you mean 'leet'" in proc.stderr + proc.stdout
+    assert not (tmp_path / "o").exists()
+    proc = run("synthetic", "pretrain", "--out", tmp_path / "p", "--steps", "0")
+    assert proc.returncode == 2 and "steps" in proc.stderr + proc.stdout
