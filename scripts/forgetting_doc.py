@@ -104,6 +104,55 @@ def similarity_table(df: pd.DataFrame, floors: dict, final: int) -> list[str]:
     return lines
 
 
+def matched(df: pd.DataFrame, tt: pd.DataFrame, tol: float = 0.03) -> pd.DataFrame:
+    """Pairs of a plain and a guided checkpoint of one seed whose training-task accuracies are within
+    ``tol``, with each one's mean drop in 10-shot top-1 (and loose) over the held-apart tasks."""
+    base = df[df.arm == "base"].set_index("task")
+    rows = []
+    for seed in sorted(s for s in tt.seed.unique()):
+        acc = tt[(tt.seed == seed) & (tt.step > 0)].set_index(["arm", "step"])["top1"]
+        for (arm_p, sp), ap in acc.items():
+            if arm_p != "plain":
+                continue
+            for (arm_g, sg), ag in acc.items():
+                if arm_g != "guided" or abs(ap - ag) > tol:
+                    continue
+                drop = {}
+                for arm, step in (("plain", sp), ("guided", sg)):
+                    r = df[(df.seed == seed) & (df.arm == arm) & (df.step == step)].set_index("task")
+                    if r.empty:
+                        break
+                    drop[arm] = ((base["few_shot"] - r["few_shot"]).mean(),
+                                 (base["few_shot_loose"] - r["few_shot_loose"]).mean())
+                if len(drop) == 2:
+                    rows.append({"seed": seed, "plain step": sp, "guided step": sg, "train task plain": ap,
+                                 "train task guided": ag, "drop plain": drop["plain"][0], "drop guided": drop["guided"][0],
+                                 "drop plain, loose": drop["plain"][1], "drop guided, loose": drop["guided"][1],
+                                 "guided / plain": drop["guided"][0] / drop["plain"][0] if drop["plain"][0] > 0 else None})
+    return pd.DataFrame(rows)
+
+
+def claims(df: pd.DataFrame, floors: dict, final: int) -> list[str]:
+    """Seed 002's two halves, per task and arm, as measured: is the IV still there (its cosine at
+    least the noise floor), and is it still used (the zero-shot residual's alignment with it, and
+    whether injecting it still works when the 10-shot accuracy has dropped)?"""
+    base = df[df.arm == "base"].set_index("task")
+    lines = ["| task | arm | IV cosine (floor) | peak alignment base -> final | 10-shot base -> final | "
+             "zero-shot + base IV base -> final | zero-shot + own IV (re-swept) final |", "|---|---|---|---|---|---|---|"]
+    fin = df[(df.arm != "base") & (df.step == final)]
+    for task in sorted(df.task.unique()):
+        b = base.loc[task]
+        for arm in ("plain", "guided"):
+            r = fin[(fin.task == task) & (fin.arm == arm)]
+            if r.empty:
+                continue
+            m = r.mean(numeric_only=True)
+            lines.append(f"| {task} | {arm} | {m.iv_cosine:.3f} ({floors['rebuilt'][task]:.3f}) | "
+                         f"{b.peak_alignment:.3f} -> {m.peak_alignment:.3f} | {b.few_shot:.2f} -> {m.few_shot:.2f} | "
+                         f"{b.zero_shot_iv:.2f} -> {m.zero_shot_iv:.2f} | {m.zero_shot_own_iv:.2f} |")
+    return lines
+
+
 def write_doc(args, out: Path, doc: Path) -> None:
     df, tt = _records(out), _train_task(out)
     floors = json.loads((out / "floors.json").read_text())
@@ -143,9 +192,18 @@ def write_doc(args, out: Path, doc: Path) -> None:
         "",
         summary.to_markdown(),
         "",
+        "## Plain against IV-guided, at equal training-task accuracy (within 0.03)",
+        "",
+        (matched(df, tt).round(3).to_markdown(index=False) if not matched(df, tt).empty else
+         "(no pair of checkpoints within 0.03)"),
+        "",
         "## Is the IV still there, and still used?",
         "",
         *similarity_table(df, floors, final),
+        "",
+        "Means over seeds, at the last checkpoint:",
+        "",
+        *claims(df, floors, final),
         "",
         "Cosines between the base model's IVs of different tasks (the other end of the scale):",
         "",

@@ -51,7 +51,7 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--lrs", default="3e-5,1e-4", help="pilot: learning rates tried")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--steps", type=int, default=80)
-    ap.add_argument("--every", type=int, default=20)
+    ap.add_argument("--every", type=int, default=40)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--prompts", type=int, default=100, help="test (pilot: validation) queries per accuracy")
