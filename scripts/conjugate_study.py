@@ -75,8 +75,10 @@ def parse_args() -> argparse.Namespace:
 
 
 class Timer:
-    """Seconds per stage, kept in ``OUT/<pair>/timings.json`` (a stage loaded from disk keeps
-    the time it took when it ran)."""
+    """Seconds per stage, kept in ``OUT/<pair>/timings.json``, summed over the processes that
+    worked on it: a stage resumed from disk adds only what the resuming process spent, so the
+    total is what the stage cost however many runs it took (a run killed mid-stage records
+    nothing for it)."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -85,7 +87,7 @@ class Timer:
     def record(self, stage: str, seconds: float) -> None:
         from ivkit.core.io import atomic_write_json
 
-        self.data[stage] = round(seconds, 1)
+        self.data[stage] = round(self.data.get(stage, 0.0) + seconds, 1)
         atomic_write_json(self.path, self.data)
 
 
@@ -170,22 +172,22 @@ def run_pair(pair: str, args) -> None:
     t0 = time.perf_counter()
     res = conjugate(base, str(tuned_dir), items, transforms, out=out / pair, engine=args.engine,
                     batch_size=args.gen_batch, seed=args.seed, progress=False)
-    timer.record("probe_this_process", time.perf_counter() - t0)
+    timer.record("probe", time.perf_counter() - t0)
     write_result(res, out / pair / "report")
     iv_dir = out / pair / f"iv-{args.iv_task}"
     t0 = time.perf_counter()
     iv = extract_task_iv(load_model(base), files["iv_task"], out=iv_dir, mean_prompts=args.mean_prompts,
                          trials=args.trials, seed=args.seed, progress=False)
-    timer.record("iv_extraction_this_process", time.perf_counter() - t0)
+    timer.record("iv_extraction", time.perf_counter() - t0)
     t0 = time.perf_counter()
     diag = diagnose(base, str(tuned_dir), [it for it in items if it.task == args.iv_task], transforms, iv, probe=res,
                     out=out / pair, engine=args.engine, batch_size=args.gen_batch, seed=args.seed, progress=False)
-    timer.record("diagnosis_this_process", time.perf_counter() - t0)
+    timer.record("diagnosis", time.perf_counter() - t0)
     write_diagnosis(diag, out / pair / "report")
     t0 = time.perf_counter()
     models = {"base": LazyModel(base, "base"), "tuned": LazyModel(str(tuned_dir), "tuned")}
     check_engine(pair, out, items, transforms, models, args, iv=iv)
-    timer.record("engine_check_this_process", time.perf_counter() - t0)
+    timer.record("engine_check", time.perf_counter() - t0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -379,7 +381,7 @@ def write_doc(doc: Path, args, pairs: list[str], summary: dict, mach: dict) -> N
     for pair in pairs:
         lines, infos[pair] = pair_section(pair, out, plots, args)
         sections += lines
-    stage_times = "; ".join(f"{p}: " + ", ".join(f"{k.replace('_this_process', '')} {v} s" for k, v in i["timings"].items()
+    stage_times = "; ".join(f"{p}: " + ", ".join(f"{k} {v} s" for k, v in i["timings"].items()
                                                     if isinstance(v, (int, float))) for p, i in infos.items())
     same = sum(i["engine_same"] for i in infos.values())
     n = sum(i["engine_n"] for i in infos.values())
@@ -436,9 +438,10 @@ decoded again through `generate_ids`: the same 10 tokens on {same} of {n_checked
 **Machine.** {cpu}, {cores} cores, {ram_gib} GiB; Python {python}, torch {torch}, transformers
 {transformers}, numpy {numpy}, ivkit {ivkit}; {args.threads} torch thread(s) per process, {args.jobs}
 process(es). Embedded models are de-quantised 4-bit GGUF weights (SmolLM2 Q4_1, gemma Q4_K_M).
-**Time**: this run took {wall_seconds} s of wall time; the CPU was shared with other jobs
-(1-minute load average {load_mean} on average, {load_max} at most, on 2 cores). Stage times when
-they ran: {stage_times}.
+**Time**: the run that wrote this page took {wall_seconds} s of wall time
+(finished stages are loaded from disk); the CPU was shared with other jobs
+(1-minute load average {load_mean} on average, {load_max} at most, on 2 cores). Seconds per stage,
+summed over the runs that computed it: {stage_times}.
 
 {sections}
 {analysis}"""
