@@ -50,6 +50,7 @@ PostNorm = Literal["linearized", "ignore"]
 CleanStyle = Literal["few_shot", "instruction"]
 PromptStyle = Literal["few_shot", "shuffled", "zero_shot", "instruction", "chat"]
 TrackMode = Literal["fixed", "rerank"]
+Corruption = Literal["wrong", "empty"]  # an instruction-built IV's corrupted prompts: a wrong instruction, or none
 
 
 _NAMES: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("ivkit_option_names", default={})

@@ -192,3 +192,44 @@ def to_html(fig: Any, path: str | Path, *, self_contained: bool = True) -> None:
     from .io import atomic_write_text
 
     atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True if self_contained else "cdn", full_html=True))
+
+
+def token_bars(tokens: Sequence[str], values: Sequence[float], *, title: str = "", value_title: str = "value"):
+    """Horizontal bars, one per token (shown quoted, so spaces are visible), in the order given
+    (top to bottom)."""
+    import plotly.graph_objects as go
+
+    labels = [f"{i + 1}. {t!r}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Bar(x=list(values), y=labels, orientation="h",
+                           marker={"color": ["#2166ac" if v >= 0 else "#b2182b" for v in values]}))
+    fig.update_layout(title=title, xaxis_title=value_title, yaxis={"autorange": "reversed"},
+                      height=max(350, 22 * len(tokens) + 150))
+    return fig
+
+
+def token_grid(values: Sequence[Sequence[float]], tokens: Sequence[Sequence[str]], *, rows: Sequence[str],
+               title: str = "", value_title: str = "value"):
+    """A heatmap of ``values[row][rank]`` with each cell labelled by ``tokens[row][rank]``."""
+    import plotly.graph_objects as go
+
+    z = np.asarray(values, dtype=float)
+    fig = go.Figure(go.Heatmap(z=z, x=[f"#{i + 1}" for i in range(z.shape[1] if z.ndim == 2 else 0)], y=list(rows),
+                               text=[[repr(t) for t in r] for r in tokens], texttemplate="%{text}",
+                               colorscale="Blues", colorbar={"title": value_title},
+                               hovertemplate="%{y}, %{x}: %{text} %{z:.3g}<extra></extra>"))
+    fig.update_layout(title=title, yaxis={"autorange": "reversed"}, height=max(400, 24 * len(rows) + 150))
+    return fig
+
+
+def grouped_interval_bars(frame: Any, *, x: str, y: str, lo: str, hi: str, group: str, title: str = "",
+                          y_title: str = ""):
+    """Bars of ``y`` at each ``x``, one bar per value of ``group`` side by side, each with an error
+    bar from ``lo`` to ``hi``."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, sub in frame.groupby(group, sort=False):
+        fig.add_trace(go.Bar(name=str(name), x=list(sub[x]), y=list(sub[y]), error_y={
+            "type": "data", "array": list(sub[hi] - sub[y]), "arrayminus": list(sub[y] - sub[lo]), "visible": True}))
+    fig.update_layout(barmode="group", title=title, yaxis_title=y_title, yaxis={"range": [0, 1.05]})
+    return fig

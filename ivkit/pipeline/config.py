@@ -60,6 +60,8 @@ class ExtractConfig:
     metric: MetricName = _opt("prob", "prob (first answer token), logit, or nll (whole answer, -ΔNLL)")
     style: CleanStyle = _opt("few_shot", "clean prompt style: few_shot (function vectors) or instruction "
                                          "(zero-shot with the task's instruction)")
+    instruction: str | None = _opt(None, "the task's instruction for --style instruction (default: the built-in "
+                                         "task's own)")
     template: PromptTemplate = _opt(DEFAULT_TEMPLATE, "the prompt template", cli="")
     post_norm: PostNorm = _opt("linearized", "Gemma's post-attention norm in a head's contribution")
     sweep: bool = _opt(True, "choose the injection layer and scale on the validation split")
@@ -108,6 +110,12 @@ class ExtractConfig:
                           ("zero_shot_trials", 1), ("sweep_prompts", 1), ("batch_size", 1), ("seed", 0),
                           ("greedy_pool", 1), ("greedy_max_heads", 1), ("greedy_queries", 1)):
             fix(name, check_at_least(name, getattr(self, name), low))
+        if self.instruction is not None:
+            if not isinstance(self.instruction, str) or not self.instruction.strip():
+                raise InputError(f"{shown('instruction')} must be non-empty text, got {self.instruction!r}")
+            if self.style != "instruction":
+                raise InputError(f"{shown('instruction')} is used by {shown('style')} instruction only (the clean "
+                                 f"prompts are {self.style}); add {shown('style')} instruction or leave it out")
         if not math.isfinite(float(self.greedy_scale)):
             raise InputError(f"{shown('greedy_scale')} must be finite, got {self.greedy_scale}")
         self._check_combinations()

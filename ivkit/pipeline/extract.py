@@ -142,7 +142,7 @@ def extract(model: IVModel, task: Task | str, config: ExtractConfig | None = Non
     if config is not None and options:
         raise TypeError("give a config or keyword options, not both")
     cfg = config or ExtractConfig.from_options(**options)
-    task = load_task(task)
+    task = load_task(task, instruction=cfg.instruction)
     cfg.check_model(model)
     run = RunContext(model, task, cfg, StageStore(out), progress)
     prompts, means, timings, prompts_key = prompts_stage(run)
