@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from ..analysis import track
+from ..analysis.anatomy_cli import app as anatomy_app
 from ..conjugate.cli import conjugate_cmd
 from ..core.errors import InputError, IVKitError
 from ..core.io import atomic_write_json
@@ -309,9 +310,11 @@ def info_cmd(model: str = typer.Argument(...)):
                            "load_seconds": round(secs, 2)}, indent=1))
 
 
-# The studies above the core pipeline: conjugate prompting (one command) and the synthetic set-up (a group).
+# The analyses and studies above the core pipeline: conjugate prompting (one command), the synthetic set-up and
+# an IV's anatomy (groups).
 app.command("conjugate", help=conjugate_cmd.__doc__)(conjugate_cmd)
 app.add_typer(synthetic_app, name="synthetic")
+app.add_typer(anatomy_app, name="anatomy")
 
 
 def main() -> None:
