@@ -8,7 +8,7 @@
 
 With ``--out DIR`` each command writes ``DIR/<command>.json`` (every number), ``.csv`` tables and
 ``.html`` figures (plotly.js from its CDN). Every option is checked before the model loads.
-Standalone: ``python -m ivkit.analysis.anatomy_cli ...``.
+Run it as ``ivkit anatomy ...`` (the main command mounts this app).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..core.errors import InputError, IVKitError
+from ..core.errors import InputError
 from ..core.io import atomic_write_json, atomic_write_text
 from ..core.options import check_at_least, check_choice
 from ..core.plots import to_html
@@ -264,23 +264,3 @@ def instruction_cmd(model: str = typer.Argument(...), task: str = typer.Argument
         typer.echo(repr(cmp))
         _write(out, "instruction", {"summary": cmp.summary(), "rows": cmp.scores.rows},
                {"instruction": cmp.to_pandas()}, {"instruction": cmp.plot()})
-
-
-def main() -> None:
-    """Standalone entry point: an ivkit error prints one line (exit 2)."""
-    try:
-        code = app(standalone_mode=False)
-    except IVKitError as e:
-        typer.echo(f"ivkit anatomy: error: {e}", err=True)
-        sys.exit(2)
-    except Exception as e:
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -11,7 +11,7 @@ figure), and with ``--iv DIR`` or ``--iv-task TASK`` the diagnosis (``diagnosis.
 ``diagnosis.json``, ``diagnosis.html``, ``alignment.html``). Every option is checked before a
 model loads. Runs are stored under ``DIR/runs/`` as they finish; a rerun resumes.
 
-Standalone: ``python -m ivkit.conjugate.cli MODEL [TUNED] ...``.
+Run it as ``ivkit conjugate ...`` (the main command mounts this app).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..core.errors import InputError, IVKitError
+from ..core.errors import InputError
 from ..core.io import atomic_write_json, atomic_write_text
 from ..core.options import check_at_least, check_choice
 from ..core.plots import to_html
@@ -188,24 +188,4 @@ def _setup(quiet: bool) -> None:
         os.environ["TQDM_DISABLE"] = "1"
 
 
-def main() -> None:
-    """Standalone entry point: errors after the options are checked print one line (exit 2)."""
-    try:
-        code = app(standalone_mode=False)
-    except IVKitError as e:
-        typer.echo(f"ivkit conjugate: error: {e}", err=True)
-        sys.exit(2)
-    except Exception as e:
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
-__all__ = ["app", "check_options", "conjugate_cmd", "main", "write_diagnosis", "write_result"]
+__all__ = ["app", "check_options", "conjugate_cmd", "write_diagnosis", "write_result"]
