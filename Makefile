@@ -7,11 +7,11 @@ export HF_HUB_OFFLINE ?= 1
 .PHONY: setup setup-demo demo test test-fast test-latest lock lint docs clean
 
 # What each environment was built from: rebuilt when the lock or the set-up script changes.
-$(VENV)/.ivkit-demo: requirements/demo.txt scripts/setup_env.sh
+$(VENV)/.ivkit-demo: requirements/demo.lock.txt scripts/setup_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) PROFILE=demo sh scripts/setup_env.sh
 	touch $@
 
-$(VENV)/.ivkit-dev: requirements/dev.txt scripts/setup_env.sh
+$(VENV)/.ivkit-dev: requirements/dev.lock.txt scripts/setup_env.sh
 	PYTHON=$(PYTHON) VENV=$(VENV) PROFILE=dev sh scripts/setup_env.sh
 	touch $@ $(VENV)/.ivkit-demo
 
@@ -35,7 +35,7 @@ test-latest:
 	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -m "not slow" -p no:cacheprovider
 
-# Re-resolve requirements/*.txt from pyproject's ranges (after changing a range, or to move on).
+# Re-resolve requirements/*.lock.txt from pyproject's ranges (after changing a range, or to move on).
 lock:
 	sh scripts/lock.sh
 

