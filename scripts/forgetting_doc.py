@@ -104,6 +104,15 @@ def similarity_table(df: pd.DataFrame, floors: dict, final: int) -> list[str]:
     return lines
 
 
+def markdown(frame: pd.DataFrame, index: bool = True) -> str:
+    """A frame as a markdown table (pandas' own needs tabulate, which ivkit does not install)."""
+    f = frame.reset_index() if index else frame
+    cells = [[("" if pd.isna(v) else str(v)) for v in row] for row in f.itertuples(index=False)]
+    head = [str(c) for c in f.columns]
+    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] +
+                      ["| " + " | ".join(r) + " |" for r in cells])
+
+
 def matched(df: pd.DataFrame, tt: pd.DataFrame, tol: float = 0.03) -> pd.DataFrame:
     """Pairs of a plain and a guided checkpoint of one seed whose training-task accuracies are within
     ``tol``, with each one's mean drop in 10-shot top-1 (and loose) over the held-apart tasks."""
@@ -190,11 +199,11 @@ def write_doc(args, out: Path, doc: Path) -> None:
         "",
         "Forgotten (a drop of at least 0.2 in 10-shot top-1, the 95% intervals apart), per seed and arm: ",
         "",
-        summary.to_markdown(),
+        markdown(summary),
         "",
         "## Plain against IV-guided, at equal training-task accuracy (within 0.03)",
         "",
-        (matched(df, tt).round(3).to_markdown(index=False) if not matched(df, tt).empty else
+        (markdown(matched(df, tt).round(3), index=False) if not matched(df, tt).empty else
          "(no pair of checkpoints within 0.03)"),
         "",
         "## Is the IV still there, and still used?",
@@ -207,7 +216,7 @@ def write_doc(args, out: Path, doc: Path) -> None:
         "",
         "Cosines between the base model's IVs of different tasks (the other end of the scale):",
         "",
-        pd.DataFrame(floors["between"]).round(3).to_markdown(),
+        markdown(pd.DataFrame(floors["between"]).round(3)),
         "",
         f"Seconds (this machine, shared with other jobs while it ran): {json.dumps(timing)}",
         "",
