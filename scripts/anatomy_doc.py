@@ -53,7 +53,8 @@ def section_setup(m: dict, done: dict, missing: list[str], quick: bool) -> list[
         f"* Model: `{MODEL}` (SmolLM2-135M-Instruct loaded from its GGUF file, Q4_1 weights de-quantised to "
         "float32: the numbers are for those weights, not the original bf16 ones). Seed 0 everywhere; the task "
         "splits are ivkit's seeded 70/9/21% train/valid/test.",
-        f"* Machine: {m.get('platform')}, {m.get('cpus')} CPU cores shared with other jobs running at the same time; "
+        f"* Machine: {m.get('os', m.get('platform'))}, {m.get('cores', m.get('cpus'))} CPU cores shared with other jobs "
+        f"running at the same time; "
         f"this study ran as one process with `OMP_NUM_THREADS={m.get('omp_num_threads')}`, so its times are "
         "wall-clock times on a busy machine, roughly twice what it takes alone on two free cores.",
         f"* Versions: Python {m.get('python')}, torch {m.get('torch')}, transformers {m.get('transformers')}, "

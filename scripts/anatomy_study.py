@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,8 +28,6 @@ from typing import Any, Callable
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
 
 import ivkit  # noqa: E402
 from ivkit.analysis.anatomy_baselines import baseline_vectors, baselines_at_best_layer, iv_with_baselines  # noqa: E402
@@ -41,6 +38,7 @@ from ivkit.analysis.anatomy_instruction import compare_ivs, instruction_iv  # no
 from ivkit.analysis.anatomy_port import natural_text, portability  # noqa: E402
 from ivkit.core.errors import IVKitError  # noqa: E402
 from ivkit.core.io import atomic_write_json  # noqa: E402
+from ivkit.core.machine import machine_info  # noqa: E402
 from ivkit.core.plots import to_html  # noqa: E402
 from ivkit.mediation import IndirectEffects  # noqa: E402
 from ivkit.vectors import InstructionVector  # noqa: E402
@@ -192,12 +190,6 @@ def step_extract_instruction_style(model, out: Path, task: str, cfg: dict) -> di
             "heads": [f"{l}.{h}" for l, h in res.iv.heads], "layer": res.iv.layer, "scale": res.iv.scale}
 
 
-def machine() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "ivkit": ivkit.__version__, "platform": platform.platform(), "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-
-
 def plan(model, out: Path, cfg: dict) -> list[tuple[str, Callable[[], dict[str, Any]]]]:
     steps: list[tuple[str, Callable[[], dict[str, Any]]]] = []
     steps += [(f"extract_{t}", lambda t=t: step_extract(model, out, t, cfg)) for t in TASKS]
@@ -229,7 +221,7 @@ def main() -> None:
                        "anatomy.md")
     steps = Steps(args.out, {"cfg": cfg, "model": MODEL, "quick": args.quick})
     if not args.doc_only:
-        atomic_write_json(args.out / "machine.json", {**machine(), "quick": args.quick, "cfg": cfg})
+        atomic_write_json(args.out / "machine.json", {**machine_info(), "quick": args.quick, "cfg": cfg})
         model = ivkit.load_model(MODEL)
         only = set(args.only.split(",")) if args.only else None
         for name, fn in plan(model, args.out, cfg):

@@ -24,7 +24,7 @@ MAX_LINES = 80
 
 #: package (or top-level module) -> floor. A module may import its own package and lower floors.
 FLOORS = {
-    "ivkit._version": 0,
+    "ivkit._version": -1,  # the version string alone: below everything, importable by all
     "ivkit.core": 0,
     "ivkit.models": 1,
     "ivkit.engine": 2,

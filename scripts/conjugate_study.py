@@ -27,7 +27,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import subprocess
 import sys
 import threading
@@ -229,22 +228,6 @@ def run_workers(pairs: list[str], args) -> None:
                     raise SystemExit(f"pair {pair} failed (exit {proc.returncode}); see {args.out}/{pair}/log.txt")
 
 
-def machine() -> dict:
-    import numpy
-    import torch
-    import transformers
-
-    import ivkit
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next((int(line.split()[1]) // 1024 // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
-                if line.startswith("MemTotal")), None)
-    return {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": mem, "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__,
-            "ivkit": ivkit.__version__, "os": platform.platform()}
-
-
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -268,7 +251,9 @@ def main() -> None:
     summary = {"wall_seconds": round(wall, 1), "load_mean": round(sum(sampler.samples) / len(sampler.samples), 2),
                "load_max": round(max(sampler.samples), 2)}
     if args.doc:
-        write_doc(Path(args.doc), args, pairs, summary, machine())
+        from ivkit.core.machine import machine_info
+
+        write_doc(Path(args.doc), args, pairs, summary, machine_info())
     print(json.dumps(summary))
 
 

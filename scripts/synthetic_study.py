@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import ivkit  # noqa: E402
+from ivkit.core.machine import machine_info  # noqa: E402
 from ivkit.core.plots import profile_lines, to_html  # noqa: E402
 from ivkit.synthetic.data import RegressionTask, discrete_set  # noqa: E402
 from ivkit.synthetic.model import ModelConfig  # noqa: E402
@@ -67,22 +66,6 @@ def study_config(quick: bool, seed: int, pretrain_steps: int = 4000, finetune_st
     finetune = TrainConfig(steps=finetune_steps, lr=1e-3, warmup=20, schedule="constant", points_steps=0, dims_steps=0,
                            save_every=100, seed=seed)
     return StudyConfig(pretrain=pretrain, finetune=finetune, seed=seed)
-
-
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import transformers
-
-    return {"cpu": f"{cpu}, {os.cpu_count()} cores", "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__, "ivkit": ivkit.__version__,
-            "os": platform.platform()}
 
 
 def load() -> str:
@@ -420,7 +403,7 @@ def main() -> int:
     res = run_study(args.out, cfg, progress=False)
     wall = time.perf_counter() - t0
     figures = write_figures(res, Path(args.figures))
-    text = page(res, figures, machine(), {"started": started, "wall": wall, "load_before": load_before,
+    text = page(res, figures, machine_info(), {"started": started, "wall": wall, "load_before": load_before,
                                           "load_after": load(), "threads": args.threads,
                                           "command": " ".join(["python", "scripts/synthetic_study.py", *sys.argv[1:]])})
     from ivkit.core.io import atomic_write_text

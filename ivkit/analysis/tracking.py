@@ -60,7 +60,7 @@ class _Reference:
     iv: InstructionVector
     mean_prompts: list
     corrupted_prompts: list
-    aie: torch.Tensor
+    aie: torch.Tensor | None  # the reference's AIE; None when the sweep never re-ranks (fixed mode, given IV)
     seconds: float = 0.0
 
 
@@ -242,7 +242,8 @@ def _run(series: CheckpointSeries, task_list: list[Task], out_dir: Path | None, 
         try:
             if i == 0:
                 for t in need_ref:
-                    refs[t.name] = _reference(model, t, out_dir, references.get(t.name), cfg, progress)
+                    refs[t.name] = _reference(model, t, out_dir, references.get(t.name), cfg, progress,
+                                              need_aie=measure["mode"] == "rerank")
             records += [_checkpoint_task(model, ck, series.fingerprints[ck.label], t, refs.get(t.name), out_dir,
                                          **measure) for t in task_list]
         finally:
@@ -309,24 +310,25 @@ def _check_resume(out_dir: Path, series: CheckpointSeries, tasks: Sequence[Task]
 
 
 def _reference(model: IVModel, task: Task, out_dir: Path | None, given: InstructionVector | None,
-               cfg: ExtractConfig, progress: bool) -> _Reference:
+               cfg: ExtractConfig, progress: bool, need_aie: bool = True) -> _Reference:
     """The reference IV and the prompts every checkpoint is measured with (saved for resuming):
-    the given IV, with the extraction's first two stages run for its prompts and effects, or a
-    whole extraction."""
+    the given IV, with the extraction's first stage run for its prompts (and the second for its
+    effects when the sweep re-ranks heads, ``need_aie``), or a whole extraction."""
     ref_dir = out_dir / "reference" / task.name if out_dir else None
     if ref_dir is not None and (ref_dir / "prompts.json").exists():
         saved = json.loads((ref_dir / "prompts.json").read_text())
         iv = InstructionVector.load(ref_dir, model=model)
+        aie = torch.tensor(saved["aie"]) if saved.get("aie") is not None else None
         return _Reference(iv, prompts_from_json(saved["mean"]), prompts_from_json(saved["corrupted"]),
-                          torch.tensor(saved["aie"]), float(saved.get("seconds", 0.0)))
+                          aie, float(saved.get("seconds", 0.0)))
     t0 = time.perf_counter()
     if given is not None:
         given.check_compatible(model)
         run = RunContext(model, task, cfg, StageStore(None), progress)
         p, means, _, key = prompts_stage(run)
         means = given.mean_activations if given.mean_activations is not None else means
-        ie, _ = effects_stage(run, p, means, "shuffled", key)
-        iv, prompts, aie = given, p, ie.aie
+        aie = effects_stage(run, p, means, "shuffled", key)[0].aie if need_aie else None
+        iv, prompts = given, p
     else:
         res = extract(model, task, cfg, progress=progress)
         iv, prompts, aie = res.iv, res.prompts, res.effects.aie
@@ -334,8 +336,9 @@ def _reference(model: IVModel, task: Task, out_dir: Path | None, given: Instruct
     mean_p, corr_p = prompts.mean.prompts, prompts.corrupted.prompts
     if ref_dir is not None:
         iv.save(ref_dir)
-        atomic_write_json(ref_dir / "prompts.json", {"mean": prompts_to_json(mean_p), "corrupted": prompts_to_json(corr_p),
-                                                     "aie": aie.tolist(), "seconds": seconds}, indent=None)
+        saved = {"mean": prompts_to_json(mean_p), "corrupted": prompts_to_json(corr_p),
+                 "aie": None if aie is None else aie.tolist(), "seconds": seconds}
+        atomic_write_json(ref_dir / "prompts.json", saved, indent=None)
     return _Reference(iv, mean_p, corr_p, aie, seconds)
 
 

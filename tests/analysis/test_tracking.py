@@ -166,3 +166,23 @@ def test_resweep_scores_the_checkpoints_own_iv_and_foreign_alignment(llama_dir, 
     assert r["zero_shot_own_iv_lo"] <= r["zero_shot_own_iv"] <= r["zero_shot_own_iv_hi"]
     assert r["alignment_to/same"] == pytest.approx(max(r["alignment_zero_shot"]))
     assert {"zero_shot_iv_loose", "few_shot_lo", "few_shot_hi"} <= set(tr2.to_pandas().columns)
+
+
+def test_fixed_mode_with_given_references_skips_the_reference_effects(llama_dir, task_file, tmp_path, monkeypatch):
+    """The reference's AIE is read only when heads are re-ranked: a fixed-mode sweep with a given IV
+    must not pay for it, and must resume from what it saved."""
+    import ivkit.analysis.tracking as tracking_module
+
+    ref = track(CheckpointSeries.from_dirs([llama_dir], labels=["a"]), str(task_file), **SMALL).references["mini_antonym"]
+
+    def no_effects(*a, **k):
+        raise AssertionError("effects computed in fixed mode")
+
+    monkeypatch.setattr(tracking_module, "effects_stage", no_effects)
+    out = tmp_path / "sweep"
+    series = CheckpointSeries.from_dirs([llama_dir], labels=["a"])
+    first = track(series, str(task_file), references={"mini_antonym": ref}, out=out, **SMALL)
+    saved = json.loads((out / "reference" / "mini_antonym" / "prompts.json").read_text())
+    assert saved["aie"] is None and saved["corrupted"]
+    again = track(series, str(task_file), references={"mini_antonym": ref}, out=out, **SMALL)
+    assert again.records == first.records
