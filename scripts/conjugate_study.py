@@ -174,10 +174,11 @@ def run_pair(pair: str, args) -> None:
     timer.record("probe", time.perf_counter() - t0)
     write_result(res, out / pair / "report")
     iv_dir = out / pair / f"iv-{args.iv_task}"
-    t0 = time.perf_counter()
+    t0, finished = time.perf_counter(), (iv_dir / "iv.json").exists()
     iv = extract_task_iv(load_model(base), files["iv_task"], out=iv_dir, mean_prompts=args.mean_prompts,
                          trials=args.trials, seed=args.seed, progress=False)
-    timer.record("iv_extraction", time.perf_counter() - t0)
+    if not finished:  # a finished extraction is only loaded (the model load is not extraction time)
+        timer.record("iv_extraction", time.perf_counter() - t0)
     t0 = time.perf_counter()
     diag = diagnose(base, str(tuned_dir), [it for it in items if it.task == args.iv_task], transforms, iv, probe=res,
                     out=out / pair, engine=args.engine, batch_size=args.gen_batch, seed=args.seed, progress=False)
@@ -300,14 +301,16 @@ def recovery_table(recs) -> list[str]:
 
 def diagnosis_table(diag) -> list[str]:
     df = diag.to_pandas()
-    lines = [f"| model | prompts | alignment at layer {diag.iv_layer} | peak alignment (layer) | in-context, {diag.task} |",
-             "|---|---|---|---|---|"]
+    lines = [f"| model | prompts | alignment at layer {diag.iv_layer} | centred alignment at layer {diag.iv_layer} | "
+             f"peak alignment (layer) | in-context, {diag.task} |", "|---|---|---|---|---|---|"]
     for _, r in df.iterrows():
         al = ci((r["alignment"], r["alignment_lo"], r["alignment_hi"]), 3) if r.get("alignment") == r.get("alignment") \
             else "-"
+        c = r.get("centred_alignment")
+        cal = ci((c, r["centred_alignment_lo"], r["centred_alignment_hi"]), 3) if c is not None and c == c else "-"
         peak = f"{r['peak_alignment']:.3f} ({int(r['peak_layer'])})" if r.get("peak_alignment") == r.get("peak_alignment") \
             else "-"
-        lines.append(f"| {r['model']} | {r['condition']} | {al} | {peak} | "
+        lines.append(f"| {r['model']} | {r['condition']} | {al} | {cal} | {peak} | "
                      f"{ci((r['in_context'], r['in_context_lo'], r['in_context_hi']))} ({r['count']}/{r['n']}) |")
     return lines
 
@@ -326,7 +329,9 @@ def pair_section(pair: str, out: Path, plots: Path, args) -> tuple[list[str], di
     figs = {"in_context": res.plot(title=f"In-context rate per transform: {title}"),
             "diagnosis": diag.plot(title=f"IV diagnosis ({diag.task}): {title}"),
             "alignment": diag.plot_profiles(title=f"Alignment with the base IV per layer: {title} "
-                                                  f"(solid: base, dotted: tuned)")}
+                                                  f"(solid: base, dotted: tuned)"),
+            "alignment_centred": diag.plot_profiles(centred=True, title=f"Centred alignment with the base IV per "
+                                                    f"layer: {title} (solid: base, dotted: tuned)")}
     for name, fig in figs.items():
         to_html(fig, plots / f"{pair}_{name}.html", self_contained=False)
     loss = timings.get("loss_first_last")
@@ -346,11 +351,15 @@ def pair_section(pair: str, out: Path, plots: Path, args) -> tuple[list[str], di
              f"injected after layer {diag.iv_layer} at scale {diag.iv_scale:g} (chosen on the task's validation split: "
              f"top-1 {sel.get('top1', float('nan')):.2f} against {sel.get('baseline_top1', float('nan')):.2f} without "
              f"it, {sel.get('n', '?')} zero-shot prompts). Alignment: mean cosine between the last-token residual "
-             f"stream and that IV, with a t interval over {diag.iv_info.get('chunks')} groups of prompts.", "",
+             f"stream and that IV, with a t interval over {diag.iv_info.get('chunks')} groups of prompts. Centred "
+             f"alignment: the same after subtracting each model's mean last-token state over all its prompts (every "
+             f"transform), which removes the direction every prompt shares; it compares transforms within a "
+             f"model.", "",
              *diagnosis_table(diag), "", *recovery_table([r for r in diag.recoveries() if r.treatment.startswith("iv")]), "",
              "Generated reading of the numbers:", "", *[f"* {line}" for line in diag.verdict().splitlines()], "",
              f"Figures: [`{pair}_diagnosis.html`]({plots.name}/{pair}_diagnosis.html), "
-             f"[`{pair}_alignment.html`]({plots.name}/{pair}_alignment.html).", ""]
+             f"[`{pair}_alignment.html`]({plots.name}/{pair}_alignment.html), "
+             f"[`{pair}_alignment_centred.html`]({plots.name}/{pair}_alignment_centred.html).", ""]
     info = {"timings": timings, "engine_same": same, "engine_n": n}
     return lines, info
 

@@ -146,6 +146,7 @@ def run(args, out: Path) -> None:
     floors(model, ivs, out)
     labels, dirs, timing = ["base"], [bdir], {}
     for seed in [int(s) for s in args.seeds.split(",")]:
+        t_seed = time.perf_counter()
         for arm in ("plain", "guided"):
             run_dir = out / f"seed{seed}" / arm
             t1 = time.perf_counter()
@@ -162,6 +163,7 @@ def run(args, out: Path) -> None:
         ivkit.track(series, tasks, references={t: ivs[t] for t in tasks}, out=out / "track", n_prompts=args.prompts,
                     resweep=True, foreign={args.train_task: ivs[args.train_task]}, progress=False)
         timing[f"seed{seed}/track"] = round(time.perf_counter() - t1, 1)
+        timing[f"seed{seed}/total"] = round(time.perf_counter() - t_seed, 1)  # both arms: training, scoring, tracking
     timing["total_this_call"] = round(time.perf_counter() - t0, 1)
     old = json.loads((out / "timing.json").read_text()) if (out / "timing.json").exists() else {}
     atomic_write_json(out / "timing.json", {**old, **{k: v for k, v in timing.items() if v > 5 or k not in old}})

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..activations import residual_stream
 from ..core.errors import InputError
 from ..core.prompts import DEFAULT_TEMPLATE, PromptTemplate, encode_prompts, sample_prompts
 from ..core.tasks import Task, load_task
@@ -32,7 +33,6 @@ from ..evaluation import score_prompts
 from ..models.model import IVModel
 from ..vectors import InstructionVector
 from .anatomy_common import VectorScores, accuracy_row, choose_and_test, rescaled, zero_shot_prompts
-from .anatomy_decode import residual_stream
 
 BASELINES = ("task vector", "mean difference")
 

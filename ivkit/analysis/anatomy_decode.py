@@ -28,13 +28,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..activations import residual_stream
 from ..core.errors import InputError
-from ..core.io import progress_bar
 from ..core.prompts import EncodedPrompts
 from ..engine.continuation import final_logits
 from ..evaluation import score_prompts
-from ..models.hooks import record_residual
-from ..models.model import IVModel, length_batches
+from ..models.model import IVModel
 from ..vectors import InstructionVector
 from .anatomy_common import accuracy_row
 
@@ -156,20 +155,6 @@ class LogitLens:
         where = f"; answer gain peaks at layer {self.layers[best]} ({self.answer_gain[best]:+.2f} nats)" \
             if best is not None else ""
         return f"LogitLens({self.name!r}, {len(self.layers)} layers, n={self.n}{where})"
-
-
-@torch.no_grad()
-def residual_stream(model: IVModel, prompts: EncodedPrompts, *, batch_size: int = 16,
-                    progress: bool = False) -> Float[Tensor, "prompts layers d_model"]:
-    """Every block's output at each prompt's last token: ``(n, n_layers, d_model)``, float32."""
-    g = model.geometry
-    out = torch.empty(len(prompts), g.n_layers, g.d_model)
-    for idx in progress_bar(length_batches([len(x) for x in prompts.input_ids], batch_size), desc="residual",
-                            progress=progress):
-        with record_residual(model) as res:
-            model.forward(model.make_batch([prompts.input_ids[i] for i in idx]))
-        out[idx] = torch.stack([res[l].float().cpu() for l in range(g.n_layers)], dim=1)
-    return out
 
 
 @torch.no_grad()

@@ -177,6 +177,8 @@ def write_diagnosis(diag: Any, out: Path) -> None:
                                                "recoveries": [r.to_dict() for r in diag.recoveries()]})
     to_html(diag.plot(), out / "diagnosis.html", self_contained=False)
     to_html(diag.plot_profiles(), out / "alignment.html", self_contained=False)
+    if diag.centred:
+        to_html(diag.plot_profiles(centred=True), out / "alignment_centred.html", self_contained=False)
 
 
 def _setup(quiet: bool) -> None:

@@ -14,6 +14,13 @@ Concepts
   ``chunks`` consecutive groups and each is measured on its own: the mean over prompts is the
   size-weighted mean of the chunk means (exactly what one call on all prompts returns), and the
   spread of the chunk means gives a t interval (``chunks - 1`` degrees of freedom).
+* **Centred alignment**: the same, with each model's residual stream centred first: from every
+  last-token state the model's mean state over all the diagnosis's prompts is subtracted (the
+  mean of each transform's mean, :func:`pooled_centre`). Residual streams share a large common
+  direction, so raw cosines with any fixed vector can sit at one level for every prompt (gemma-3's
+  do); centring removes that shared part, and what is left says which prompts move the state
+  *towards the IV relative to the others*. The centre is per model, so centred values compare
+  transforms within a model, not levels between the base and the tuned model.
 * **Injection**: the plain probe prompts of the task, on the tuned model, with the IV added (its
   own layer and scale) at the last prompt token and every generated token
   (:func:`ivkit.evaluation.generate_ids` with ``iv=``), and the same with a random direction of
@@ -27,19 +34,20 @@ should also raise the tuned model's alignment, and the IV should recover a simil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..activations import residual_alignment
+from ..activations import residual_alignment, residual_stream
 from ..core.errors import InputError
 from ..core.io import atomic_write_json
 from ..core.prompts import EncodedPrompts
@@ -76,11 +84,23 @@ def encoded(model: IVModel, items: Sequence[ProbeItem], transform: Transform) ->
     return EncodedPrompts(prompts, ids, [[] for _ in ids], torch.zeros(len(ids), dtype=torch.long))
 
 
+def pooled_centre(model: IVModel, items: Sequence[ProbeItem], transforms: Sequence[Transform], *,
+                  batch_size: int = 16) -> Float[Tensor, "layers d_model"]:
+    """The model's mean last-token block output over the items' prompts under every transform:
+    the mean of each transform's mean, ``(n_layers, d_model)`` (see the module docstring)."""
+    if not transforms or not items:
+        raise InputError("pooled_centre needs at least one transform and one prompt")
+    means = [residual_stream(model, encoded(model, items, t), batch_size=batch_size).double().mean(0)
+             for t in transforms]
+    return torch.stack(means).mean(0).float()
+
+
 def alignment(model: IVModel, items: Sequence[ProbeItem], transform: Transform,
-              vector: Float[Tensor, " d_model"], *, chunks: int = 10, batch_size: int = 16
+              vector: Float[Tensor, " d_model"], *, chunks: int = 10, batch_size: int = 16,
+              center: Float[Tensor, "layers d_model"] | None = None
               ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Per layer, the mean cosine between the last-token block output and ``vector`` over the
-    items' prompts under ``transform`` (see the module docstring).
+    """Per layer, the mean cosine between the last-token block output (minus ``center``, if
+    given) and ``vector`` over the items' prompts under ``transform`` (see the module docstring).
 
     Returns:
         ``means`` ``(n_layers,)``; ``chunk_means`` ``(n_chunks, n_layers)``, one row per group of
@@ -92,7 +112,8 @@ def alignment(model: IVModel, items: Sequence[ProbeItem], transform: Transform,
         raise InputError("alignment needs at least one prompt")
     bounds = np.linspace(0, n, min(chunks, n) + 1).round().astype(int)
     parts = [enc.subset(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    chunk_means = np.array([residual_alignment(model, p, vector, batch_size=batch_size) for p in parts])
+    chunk_means = np.array([residual_alignment(model, p, vector, batch_size=batch_size, center=center)
+                            for p in parts])
     sizes = np.array([len(p) for p in parts], dtype=float)
     return (chunk_means * sizes[:, None]).sum(0) / n, chunk_means, tuple(int(x) for x in sizes)
 
@@ -140,6 +161,7 @@ class Diagnosis:
         iv_layer, iv_scale: where and how strongly the IV is injected (chosen on validation).
         iv_info: the IV's provenance (heads, validation top-1, task file).
         alignments: one :class:`Alignment` per (model, transform).
+        centred: the same, centred (:func:`pooled_centre`); empty in diagnoses stored before it.
         injected: the tuned model's runs with the IV (``iv``) and with a random direction of its
             norm (``iv_random``) on the plain prompts.
         probe: the plain and conjugate runs of the pair (the comparison).
@@ -155,6 +177,10 @@ class Diagnosis:
     probe: ConjugateResult
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    centred: tuple[Alignment, ...] = ()
+
+    def _centred(self, a: Alignment) -> Alignment | None:
+        return next((c for c in self.centred if c.model == a.model and c.transform == a.transform), None)
 
     def _rate(self, run: ProbeRun) -> tuple[float, float, float, int, int]:
         k, n = run.rate("in_context", self.task)
@@ -173,8 +199,8 @@ class Diagnosis:
 
     def to_pandas(self):
         """One row per (model, transform or injection): alignment at the IV layer with its t
-        interval, the peak alignment and its layer, and the in-context rate on the task with its
-        Wilson interval."""
+        interval (raw, and ``centred_alignment``), the peak alignment and its layer, and the
+        in-context rate on the task with its Wilson interval."""
         import pandas as pd
 
         rows = []
@@ -185,26 +211,35 @@ class Diagnosis:
             rows.append({"model": a.model, "role": a.role, "condition": a.transform, "alignment": mean,
                          "alignment_lo": lo, "alignment_hi": hi, "peak_alignment": a.layers[peak], "peak_layer": peak,
                          "in_context": rate, "in_context_lo": rlo, "in_context_hi": rhi, "count": k, "n": n})
+            c = self._centred(a)
+            if c is not None:
+                cm, clo, chi = c.at(self.iv_layer)
+                rows[-1].update(centred_alignment=cm, centred_alignment_lo=clo, centred_alignment_hi=chi)
         for run in self.injected:
             rate, rlo, rhi, k, n = self._rate(run)
             rows.append({"model": run.model, "role": "tuned", "condition": f"none + {run.condition}",
                          "in_context": rate, "in_context_lo": rlo, "in_context_hi": rhi, "count": k, "n": n})
         return pd.DataFrame(rows)
 
-    def profiles(self):
-        """The alignment per layer: one row per (model, transform, layer)."""
+    def profiles(self, centred: bool = False):
+        """The alignment per layer: one row per (model, transform, layer); ``centred`` for the
+        centred alignment."""
         import pandas as pd
 
+        src = self.centred if centred else self.alignments
+        if centred and not src:
+            raise InputError("this diagnosis has no centred alignment (it was stored before ivkit measured it)")
         return pd.DataFrame([{"model": a.model, "role": a.role, "transform": a.transform, "layer": l,
-                              "alignment": v} for a in self.alignments for l, v in enumerate(a.layers)])
+                              "alignment": v} for a in src for l, v in enumerate(a.layers)])
 
     def plot(self, title: str | None = None):
         """Two panels' worth of bars: the alignment at the IV layer per transform (base against
         tuned, t intervals), and the in-context rate on the task, the IV injections included."""
         df = self.to_pandas()
-        al = df[df["alignment"].notna()].assign(metric=f"alignment with the base IV at layer {self.iv_layer}",
-                                                 value=lambda d: d["alignment"], lo=lambda d: d["alignment_lo"],
-                                                 hi=lambda d: d["alignment_hi"])
+        col = "centred_alignment" if "centred_alignment" in df else "alignment"
+        name = "centred alignment" if col == "centred_alignment" else "alignment"
+        al = df[df[col].notna()].assign(metric=f"{name} with the base IV at layer {self.iv_layer}",
+                                        value=lambda d: d[col], lo=lambda d: d[f"{col}_lo"], hi=lambda d: d[f"{col}_hi"])
         ic = df.assign(metric=f"in-context rate ({self.task})", value=df["in_context"], lo=df["in_context_lo"],
                        hi=df["in_context_hi"])
         both = __import__("pandas").concat([al, ic], ignore_index=True)
@@ -212,11 +247,13 @@ class Diagnosis:
         return grouped_bars(both, x="condition", group="label", y="value", lo="lo", hi="hi", facet="metric",
                             title=title or f"IV diagnosis on {self.task}: {self.probe.base} vs {self.probe.tuned}")
 
-    def plot_profiles(self, title: str | None = None):
-        """The alignment profile over layers, one line per (transform, model)."""
-        return layer_profiles(self.profiles(), layer="layer", y="alignment", line="transform", dash="role",
+    def plot_profiles(self, title: str | None = None, centred: bool = False):
+        """The alignment profile over layers, one line per (transform, model); ``centred`` for
+        the centred alignment."""
+        what = "Centred alignment" if centred else "Alignment"
+        return layer_profiles(self.profiles(centred), layer="layer", y="alignment", line="transform", dash="role",
                               marked_layer=self.iv_layer, y_title="cosine with the base IV",
-                              title=title or f"Alignment with the base model's {self.task} IV (solid: base, dotted: tuned)")
+                              title=title or f"{what} with the base model's {self.task} IV (solid: base, dotted: tuned)")
 
     def verdict(self) -> str:
         """Plain sentences: does conjugation raise the tuned model's alignment, and does the IV
@@ -226,14 +263,15 @@ class Diagnosis:
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "iv_layer": self.iv_layer, "iv_scale": self.iv_scale, "iv_info": self.iv_info,
                 "alignments": [a.to_dict() for a in self.alignments], "injected": [r.to_dict() for r in self.injected],
-                "probe": self.probe.to_dict(), "seed": self.seed, "extra": self.extra}
+                "probe": self.probe.to_dict(), "seed": self.seed, "extra": self.extra,
+                "centred": [a.to_dict() for a in self.centred]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Diagnosis":
         al = tuple(Alignment.from_dict(a) for a in d["alignments"])
         return cls(d["task"], int(d["iv_layer"]), float(d["iv_scale"]), d["iv_info"], al,
                    tuple(ProbeRun.from_dict(r) for r in d["injected"]), ConjugateResult.from_dict(d["probe"]),
-                   int(d["seed"]), d.get("extra", {}))
+                   int(d["seed"]), d.get("extra", {}), tuple(Alignment.from_dict(a) for a in d.get("centred", [])))
 
     def __repr__(self) -> str:
         return (f"Diagnosis({self.task!r}: {self.probe.base} vs {self.probe.tuned}, IV layer {self.iv_layer}, "
@@ -246,12 +284,13 @@ def _interval(x: tuple[float, float, float]) -> str:
 
 def _verdict(d: Diagnosis) -> str:
     p, lines = d.probe, []
-    tuned_plain = next(a for a in d.alignments if a.model == p.tuned and a.transform == "none").at(d.iv_layer)
-    base_plain = next(a for a in d.alignments if a.model == p.base and a.transform == "none").at(d.iv_layer)
-    lines.append(f"Alignment at layer {d.iv_layer}, plain prompts: base {_interval(base_plain)}, tuned "
+    src, what = (d.centred, "Centred alignment") if d.centred else (d.alignments, "Alignment")
+    tuned_plain = next(a for a in src if a.model == p.tuned and a.transform == "none").at(d.iv_layer)
+    base_plain = next(a for a in src if a.model == p.base and a.transform == "none").at(d.iv_layer)
+    lines.append(f"{what} at layer {d.iv_layer}, plain prompts: base {_interval(base_plain)}, tuned "
                  f"{_interval(tuned_plain)}.")
     recs = {r.treatment: r for r in d.recoveries()}
-    for a in d.alignments:
+    for a in src:
         if a.model != p.tuned or a.transform == "none":
             continue
         al = a.at(d.iv_layer)
@@ -310,11 +349,13 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
     if probe is None:
         probe = conjugate(base, tuned, items, transforms, out=out, labels=labels, max_new_tokens=max_new_tokens,
                           batch_size=batch_size, engine=engine, seed=seed, progress=progress)
-    aligns, injected = [], []
+    aligns, centred, injected = [], [], []
     for ref, label, role in ((base, labels[0], "base"), (tuned, labels[1], "tuned")):
         lm = LazyModel(ref, label)
         aligns += [cached_alignment(Path(out) if out else None, lm, role, items, t, iv, chunks=chunks,
                                     batch_size=batch_size) for t in transforms]
+        centred += cached_centred(Path(out) if out else None, lm, role, items, transforms, iv, chunks=chunks,
+                                  batch_size=batch_size)
         if role == "tuned":
             for cond, vec in (("iv", iv), ("iv_random", iv.with_random_directions(control_seed))):
                 injected.append(cached_run(Path(out) if out else None, lm, items, identity(), condition=cond, iv=vec,
@@ -323,21 +364,43 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
         lm.release()
     info = {"heads": iv.heads, "task_source": iv.meta.get("task_source"), "layer_selection": iv.meta.get("layer_selection"),
             "norm": iv.norm, "control_seed": control_seed, "chunks": chunks}
-    return Diagnosis(task, int(iv.layer), float(iv.scale), info, tuple(aligns), tuple(injected), probe, seed)
+    return Diagnosis(task, int(iv.layer), float(iv.scale), info, tuple(aligns), tuple(injected), probe, seed,
+                     centred=tuple(centred))
+
+
+def cached_centred(out: Path | None, model: LazyModel, role: str, items: Sequence[ProbeItem],
+                   transforms: Sequence[Transform], iv: InstructionVector, *, chunks: int, batch_size: int
+                   ) -> list[Alignment]:
+    """The centred :class:`Alignment` of every transform (the centre pooled over all of them),
+    stored under ``out/alignments/``; the centre is computed only when one is missing."""
+    pooled = hashlib.sha256(json.dumps([run_key(model.key, items, t, condition="centre", iv=None, max_new_tokens=0,
+                                                batch_size=batch_size) for t in transforms]).encode()).hexdigest()[:12]
+    centre: list[Tensor] = []
+
+    def get_centre() -> Tensor:
+        if not centre:
+            centre.append(pooled_centre(model.get(), items, transforms, batch_size=batch_size))
+        return centre[0]
+
+    return [cached_alignment(out, model, role, items, t, iv, chunks=chunks, batch_size=batch_size,
+                             centre=(pooled, get_centre)) for t in transforms]
 
 
 def cached_alignment(out: Path | None, model: LazyModel, role: str, items: Sequence[ProbeItem], transform: Transform,
-                     iv: InstructionVector, *, chunks: int, batch_size: int) -> Alignment:
+                     iv: InstructionVector, *, chunks: int, batch_size: int,
+                     centre: tuple[str, Callable[[], Tensor]] | None = None) -> Alignment:
     """:func:`alignment` as an :class:`Alignment`, stored under ``out/alignments/`` and loaded
     from there when its key (model, prompts, vector, chunks, batch size) matches."""
-    key = run_key(model.key, items, transform, condition=f"alignment/{chunks}", iv=iv, max_new_tokens=0,
-                  batch_size=batch_size)
-    path = None if out is None else out / "alignments" / f"{model.label}__{transform.name}__{key}.json"
+    condition = f"alignment/{chunks}" + (f"/centred/{centre[0]}" if centre else "")
+    key = run_key(model.key, items, transform, condition=condition, iv=iv, max_new_tokens=0, batch_size=batch_size)
+    kind = "centred__" if centre else ""
+    path = None if out is None else out / "alignments" / f"{model.label}__{kind}{transform.name}__{key}.json"
     if path is not None and path.exists():
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
             return Alignment.from_dict(stored["alignment"])
-    means, cm, sizes = alignment(model.get(), items, transform, iv.vector, chunks=chunks, batch_size=batch_size)
+    means, cm, sizes = alignment(model.get(), items, transform, iv.vector, chunks=chunks, batch_size=batch_size,
+                                 center=centre[1]() if centre else None)
     res = Alignment(model.label, role, transform.name, items[0].task, len(items), tuple(means.tolist()),
                     tuple(map(tuple, cm.tolist())), sizes)
     if path is not None:

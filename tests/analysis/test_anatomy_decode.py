@@ -8,14 +8,12 @@ from ivkit.analysis.anatomy_decode import (
     direct_logits,
     logit_lens,
     readout_projection,
-    residual_stream,
     top_token_reconstruction,
 )
 from ivkit.core.errors import InputError
 from ivkit.core.prompts import encode_prompts, sample_prompts
 from ivkit.core.tasks import load_task
 from ivkit.evaluation import score_prompts
-from ivkit.models.hooks import record_residual
 
 from ..conftest import prompts_of_mixed_lengths
 
@@ -79,15 +77,6 @@ def test_logit_lens_at_the_last_layer_is_the_model_with_the_vector_added_there(t
     assert "LogitLens" in repr(lens) and lens.plot().data
     with pytest.raises(InputError, match="out of range"):
         logit_lens(tiny_llama, v, prompts, layers=[99])
-
-
-def test_residual_stream_batched_equals_one_prompt_at_a_time(tiny_llama):
-    prompts = prompts_of_mixed_lengths(tiny_llama, n=5)
-    got = residual_stream(tiny_llama, prompts, batch_size=5)
-    for i in range(len(prompts)):
-        with record_residual(tiny_llama) as res:
-            tiny_llama.forward(tiny_llama.make_batch([prompts.input_ids[i]]))
-        assert torch.allclose(got[i, 1], res[1][0].float(), atol=1e-4)
 
 
 def test_readout_projection_closed_forms(tiny_llama):

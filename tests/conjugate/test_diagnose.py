@@ -26,10 +26,11 @@ def iv(tiny_llama, items):
 
 
 @torch.no_grad()
-def _direct(model, texts, vector):
-    """The slow path: one prompt at a time, block outputs caught by plain forward hooks."""
+def _states(model, texts):
+    """The slow path: one prompt at a time, last-token block outputs caught by plain forward hooks:
+    ``(n, n_layers, d_model)``, float64."""
     layers = model.model.model.layers
-    sums = np.zeros(len(layers))
+    out = []
     for text in texts:
         caught = {}
         hooks = [blk.register_forward_hook(lambda m, i, o, l=l: caught.__setitem__(l, o[0] if isinstance(o, tuple) else o))
@@ -39,9 +40,13 @@ def _direct(model, texts, vector):
         finally:
             for h in hooks:
                 h.remove()
-        for l in range(len(layers)):
-            sums[l] += torch.nn.functional.cosine_similarity(caught[l][0, -1].double(), vector.double(), dim=0).item()
-    return sums / len(texts)
+        out.append(torch.stack([caught[l][0, -1].double() for l in range(len(layers))]))
+    return torch.stack(out)
+
+
+def _direct(model, texts, vector, centre=None):
+    h = _states(model, texts) - (0 if centre is None else centre)
+    return torch.nn.functional.cosine_similarity(h, vector.double()[None, None], dim=-1).mean(0).numpy()
 
 
 def test_alignment_equals_a_direct_computation(tiny_llama, items, iv):
@@ -76,7 +81,14 @@ def test_diagnosis_runs_on_tiny_models(tiny_llama, items, iv, tmp_path):
     np.testing.assert_allclose(a.layers, _direct(tuned, texts, iv.vector), atol=1e-5)
     assert df.iloc[3]["alignment"] == pytest.approx(a.layers[1])
     assert {r.treatment for r in d.recoveries()} == {"leet", "iv", "iv_random"}
-    assert "Alignment at layer 1" in d.verdict() and "IV" in repr(d)
+    assert "Centred alignment at layer 1" in d.verdict() and "IV" in repr(d)
+    # the centred alignment: each model's states minus its mean over both transforms' prompts
+    texts = {t.name: [p.text for p in encoded(tuned, items, t).prompts] for t in (identity(), leetspeak())}
+    centre = torch.stack([_states(tuned, x).mean(0) for x in texts.values()]).mean(0)
+    c = next(x for x in d.centred if x.model == "tuned" and x.transform == "leet")
+    np.testing.assert_allclose(c.layers, _direct(tuned, texts["leet"], iv.vector, centre), atol=1e-5)
+    assert df.iloc[3]["centred_alignment"] == pytest.approx(c.layers[1])
+    assert not np.allclose(c.layers, a.layers, atol=1e-3)
     assert len(d.plot().data) >= 2 and len(d.plot_profiles().data) == 4
     from ivkit.conjugate.diagnose import Diagnosis
 
