@@ -35,6 +35,7 @@ should also raise the tuned model's alignment, and the IV should recover a simil
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import logging
 import math
@@ -49,6 +50,7 @@ from torch import Tensor
 
 from ..activations import residual_alignment, residual_stream
 from ..core.errors import InputError
+from ..core.html import table
 from ..core.io import atomic_write_json
 from ..core.prompts import EncodedPrompts
 from ..models.model import IVModel
@@ -272,6 +274,13 @@ class Diagnosis:
         return cls(d["task"], int(d["iv_layer"]), float(d["iv_scale"]), d["iv_info"], al,
                    tuple(ProbeRun.from_dict(r) for r in d["injected"]), ConjugateResult.from_dict(d["probe"]),
                    int(d["seed"]), d.get("extra", {}), tuple(Alignment.from_dict(a) for a in d.get("centred", [])))
+
+    def _repr_html_(self) -> str:
+        keep = ["model", "condition", "alignment", "centred_alignment", "in_context", "in_context_lo", "in_context_hi"]
+        df = self.to_pandas()
+        rows = df[[c for c in keep if c in df]].to_dict("records")
+        verdict = "".join(f"<li>{html.escape(line)}</li>" for line in self.verdict().splitlines())
+        return (f"<b>{html.escape(repr(self).splitlines()[0])}</b>" + table(rows, digits=3) + f"<ul>{verdict}</ul>")
 
     def __repr__(self) -> str:
         return (f"Diagnosis({self.task!r}: {self.probe.base} vs {self.probe.tuned}, IV layer {self.iv_layer}, "

@@ -12,6 +12,7 @@ fine-tuning drop each transform recovers.
 
 from __future__ import annotations
 
+import html
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.html import table
 from ..core.stats import wilson_interval
 from .plots import grouped_bars
 from .probe import OUTCOMES, ProbeRun
@@ -231,6 +233,16 @@ class ConjugateResult:
     def from_dict(cls, d: dict[str, Any]) -> "ConjugateResult":
         return cls(d["base"], d.get("tuned"), tuple(ProbeRun.from_dict(r) for r in d["runs"]), int(d["seed"]),
                    int(d["n_boot"]), dict(d.get("info", {})))
+
+    def _repr_html_(self) -> str:
+        """The in-context rate per model and transform (all tasks pooled), with intervals."""
+        df = self.to_pandas()
+        df = df[df["task"] == "all"]
+        rows = [{"model": r.model, "transform": r.transform, "n": r.n, "in-context": r.in_context,
+                 "95% CI": f"{r.in_context_lo:.2f}-{r.in_context_hi:.2f}", "instruction": r.instruction}
+                for r in df.itertuples()]
+        head = html.escape(repr(self).splitlines()[0])
+        return f"<b>{head}</b>" + table(rows, caption="in-context rate, all tasks pooled", digits=2)
 
     def __repr__(self) -> str:
         lines = [f"ConjugateResult({' vs '.join(self.models)}; {len(self.tasks)} tasks "

@@ -82,6 +82,7 @@ def test_diagnosis_runs_on_tiny_models(tiny_llama, items, iv, tmp_path):
     assert df.iloc[3]["alignment"] == pytest.approx(a.layers[1])
     assert {r.treatment for r in d.recoveries()} == {"leet", "iv", "iv_random"}
     assert "Centred alignment at layer 1" in d.verdict() and "IV" in repr(d)
+    assert "centred_alignment" in d._repr_html_() and "Centred alignment at layer 1" in d._repr_html_()
     # the centred alignment: each model's states minus its mean over both transforms' prompts
     texts = {t.name: [p.text for p in encoded(tuned, items, t).prompts] for t in (identity(), leetspeak())}
     centre = torch.stack([_states(tuned, x).mean(0) for x in texts.values()]).mean(0)

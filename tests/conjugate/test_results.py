@@ -70,6 +70,8 @@ def test_result_table_plot_and_repr():
     assert len(fig.data) == 4 and fig.data[0].error_y.array is not None
     text = repr(res)
     assert "b: none 0.75" in text and "leet on all" in text
+    page = res._repr_html_()
+    assert page.count("<tr>") == 1 + 4 and "0.50" in page and "0.75" in page  # header + (2 models x 2 transforms)
     assert ConjugateResult.from_dict(res.to_dict()) == res
     assert wilson(0, 0)[0] != wilson(0, 0)[0]  # NaN for no prompts
 
