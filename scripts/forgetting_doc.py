@@ -12,6 +12,7 @@ import json
 import platform
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 import ivkit
@@ -149,6 +150,60 @@ def matched(df: pd.DataFrame, tt: pd.DataFrame, tol: float = 0.03) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def reduction(df: pd.DataFrame, final: int, metric: str = "few_shot") -> dict:
+    """How much of plain fine-tuning's forgetting the guided arm avoids, at the last checkpoint:
+    ``1 - mean drop (guided) / mean drop (plain)`` over every (seed, held-apart task) pair, with a
+    95% paired bootstrap interval over those pairs (scipy, 4000 resamples, percentile)."""
+    from scipy import stats
+
+    base = df[df.arm == "base"].set_index("task")[metric]
+    fin = df[(df.arm != "base") & (df.step == final)].set_index(["seed", "task", "arm"])[metric].unstack("arm")
+    fin = fin.dropna(subset=["plain", "guided"])
+    if fin.empty:
+        return {}
+    tasks = fin.index.get_level_values("task")
+    plain = (base.loc[tasks].to_numpy() - fin["plain"].to_numpy())
+    guided = (base.loc[tasks].to_numpy() - fin["guided"].to_numpy())
+
+    def cut(p, g, axis=-1):
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample whose plain drops sum to 0
+            return 1 - g.mean(axis=axis) / p.mean(axis=axis)
+
+    res = stats.bootstrap((plain, guided), cut, paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                          random_state=0) if len(plain) > 1 else None
+    return {"pairs": len(plain), "seeds": sorted(int(s) for s in set(fin.index.get_level_values("seed"))),
+            "drop_plain": float(plain.mean()), "drop_guided": float(guided.mean()), "cut": float(cut(plain, guided)),
+            "ci": None if res is None else [float(res.confidence_interval.low), float(res.confidence_interval.high)]}
+
+
+def reduction_lines(df: pd.DataFrame, final: int) -> list[str]:
+    lines = ["| metric | (seed, task) pairs | mean drop, plain | mean drop, guided | forgetting cut by (95% CI) |",
+             "|---|---|---|---|---|"]
+    for m, label in (("few_shot", "10-shot top-1"), ("few_shot_loose", "10-shot, loose"),
+                     ("zero_shot_iv", "zero-shot + base IV")):
+        r = reduction(df, final, m)
+        if not r:
+            continue
+        ci = f" ({r['ci'][0]:.2f} to {r['ci'][1]:.2f})" if r["ci"] else ""
+        lines.append(f"| {label} | {r['pairs']} (seeds {', '.join(map(str, r['seeds']))}) | {r['drop_plain']:.3f} | "
+                     f"{r['drop_guided']:.3f} | {r['cut']:.2f}{ci} |")
+    return lines
+
+
+def timing_lines(df: pd.DataFrame, timing: dict) -> list[str]:
+    """Compute time per seed: the tracking seconds summed from the records (each measurement
+    records its own), and what ``run`` recorded for seeds it ran start to finish in one call."""
+    lines = ["| seed | tracking, summed over its records (s) | fine-tune plain / guided (s) | whole seed in one call (s) |",
+             "|---|---|---|---|"]
+    for seed in _seeds(df):
+        track = df[(df.seed == seed) & (df.arm != "base")]["seconds"].sum()
+        ft = [timing.get(f"seed{seed}/{a}/finetune") for a in ("plain", "guided")]
+        ft_s = " / ".join("-" if v is None or v < 30 else f"{v:.0f}" for v in ft)  # < 30 s: loaded, not trained
+        total = timing.get(f"seed{seed}/total")
+        lines.append(f"| {seed} | {track:.0f} | {ft_s} | {'-' if not total or total < 300 else f'{total:.0f}'} |")
+    return lines
+
+
 def claims(df: pd.DataFrame, floors: dict, final: int) -> list[str]:
     """Seed 002's two halves, per task and arm, as measured: is the IV still there (its cosine at
     least the noise floor), and is it still used (the zero-shot residual's alignment with it, and
@@ -214,6 +269,10 @@ def write_doc(args, out: Path, doc: Path) -> None:
         (markdown(matched(df, tt).round(3), index=False) if not matched(df, tt).empty else
          "(no pair of checkpoints within 0.03)"),
         "",
+        "Over every seed and held-apart task, at the last checkpoint (the target was a cut of at least half):",
+        "",
+        *reduction_lines(df, final),
+        "",
         "## Is the IV still there, and still used?",
         "",
         *similarity_table(df, floors, final),
@@ -226,7 +285,14 @@ def write_doc(args, out: Path, doc: Path) -> None:
         "",
         markdown(pd.DataFrame(floors["between"]).round(3)),
         "",
-        f"Seconds (this machine, shared with other jobs while it ran): {json.dumps(timing)}",
+        "## Compute time",
+        "",
+        f"{platform.processor() or platform.machine()}, 2 CPU cores. A whole seed (both arms fine-tuned, the "
+        "training task scored, every checkpoint tracked) is timed only when `run` did all of it in one call; the "
+        "tracking seconds are summed from the measurements' own records, so they hold for seeds run in pieces too "
+        "(some of which ran beside other jobs, which slows them).",
+        "",
+        *timing_lines(df, timing),
         "",
         MARKER,
         "",
