@@ -234,7 +234,8 @@ def write_doc(args, out: Path, doc: Path) -> None:
     plots = doc.with_suffix("")
     plots.mkdir(parents=True, exist_ok=True)
     drops = forgotten(df, final)
-    summary = drops.groupby(["seed", "arm"]).agg(mean_drop=("drop", "mean"), forgotten=("forgotten", "sum"))
+    summary = drops.groupby(["seed", "arm"]).agg(mean_drop=("drop", "mean"), forgotten=("forgotten", "sum"),
+                                                 tasks=("task", "count")).round(3)
     reading = PLACEHOLDER
     if doc.exists() and MARKER in doc.read_text():
         reading = doc.read_text().split(MARKER, 1)[1].strip()
@@ -260,7 +261,8 @@ def write_doc(args, out: Path, doc: Path) -> None:
         "",
         *forgetting_table(df, final),
         "",
-        "Forgotten (a drop of at least 0.2 in 10-shot top-1, the 95% intervals apart), per seed and arm: ",
+        "Forgotten (a drop of at least 0.2 in 10-shot top-1, the 95% intervals apart), per seed and arm, and the "
+        "mean drop over the held-apart tasks:",
         "",
         markdown(summary),
         "",
