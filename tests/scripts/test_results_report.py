@@ -1,0 +1,35 @@
+"""scripts/results_report.py end to end on a tiny model: it screens, extracts with the auto recipe,
+evaluates, and writes a page from what it stored (a second call computes nothing)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "results_report.py"
+SMALL = {"shots": 3, "mean_prompts": 5, "trials": 2, "sweep_prompts": 6, "filter_correct": False, "scales": [1.0]}
+
+
+def _run(*args):
+    proc = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_report_on_a_tiny_model(tiny_llama_dir, task_file, tmp_path):
+    out, doc = tmp_path / "report", tmp_path / "docs" / "results.md"
+    common = ["--models", tiny_llama_dir, "--tasks", task_file, "--out", out, "--doc", doc]
+    _run(*common, "--min-few-shot", 0, "--prompts", 8, "--screen-prompts", 6, "--options", json.dumps(SMALL))
+    text = doc.read_text()
+    model_dir = out / Path(str(tiny_llama_dir)).name
+    screen = json.loads((model_dir / "screen.json").read_text())
+    assert list(screen) == [str(task_file)] and screen[str(task_file)]["n"] == 6
+    meta = json.loads((model_dir / "mini_antonym" / "iv.json").read_text())
+    chosen = meta["recipe"]["chosen"]
+    assert f"| mini_antonym | {chosen['selection']}, {chosen['ranking']}, {chosen['k']} |" in text
+    assert "(ICL-right)" in text and "--recipe auto" in text and "torch" in text
+    assert (doc.parent / "results" / f"{model_dir.name}_mini_antonym_heads.html").exists()
+    # --doc-only rewrites the same page from the stored files
+    doc.unlink()
+    _run(*common, "--doc-only", "--min-few-shot", 0)
+    assert doc.read_text() == text
