@@ -239,6 +239,7 @@ def main() -> None:
         run_pair(args.pair, args)
         return
     pairs = args.pairs.split(",")
+    fresh = not any((Path(args.out) / p / "timings.json").exists() for p in pairs)
     sampler = LoadSampler()
     sampler.start()
     t0 = time.perf_counter()
@@ -251,6 +252,12 @@ def main() -> None:
     sampler.stop.set()
     summary = {"wall_seconds": round(wall, 1), "load_mean": round(sum(sampler.samples) / len(sampler.samples), 2),
                "load_max": round(max(sampler.samples), 2)}
+    whole = Path(args.out) / "whole_study.json"  # the wall time of a run that started from an empty --out
+    if fresh:
+        from ivkit.core.io import atomic_write_json
+
+        atomic_write_json(whole, {**summary, "jobs": args.jobs, "threads": args.threads})
+    summary["whole"] = json.loads(whole.read_text()) if whole.exists() else None
     if args.doc:
         from ivkit.core.machine import machine_info
 
@@ -382,8 +389,13 @@ def write_doc(doc: Path, args, pairs: list[str], summary: dict, mach: dict) -> N
     reading = PLACEHOLDER
     if doc.exists() and MARKER in doc.read_text():
         reading = doc.read_text().split(MARKER, 1)[1].strip()
-    text = DOC.format(cmd=cmd, sections="\n".join(sections), same=same, n_checked=n, stage_times=stage_times,
-                      analysis=MARKER + "\n\n" + reading, plots=plots.name, args=args, **summary, **mach)
+    w = summary.get("whole")
+    whole_text = (f"the whole study, from an empty `--out`, took {w['wall_seconds'] / 60:.1f} min of wall time "
+                  f"({w['jobs']} processes of {w['threads']} torch thread(s); 1-minute load average {w['load_mean']} "
+                  f"on average, {w['load_max']} at most)." if w else "no run from an empty `--out` was timed.")
+    summary = {k: v for k, v in summary.items() if k != "whole"}
+    text = DOC.format(cmd=cmd, whole_text=whole_text, sections="\n".join(sections), same=same, n_checked=n,
+                      stage_times=stage_times, analysis=MARKER + "\n\n" + reading, plots=plots.name, args=args, **summary, **mach)
     doc.write_text(text + "\n")
 
 
@@ -432,10 +444,9 @@ decoded again through `generate_ids`: the same 10 tokens on {same} of {n_checked
 **Machine.** {cpu}, {cores} cores, {ram_gib} GiB; Python {python}, torch {torch}, transformers
 {transformers}, numpy {numpy}, ivkit {ivkit}; {args.threads} torch thread(s) per process, {args.jobs}
 process(es). Embedded models are de-quantised 4-bit GGUF weights (SmolLM2 Q4_1, gemma Q4_K_M).
-**Time**: the run that wrote this page took {wall_seconds} s of wall time
-(finished stages are loaded from disk); the CPU was shared with other jobs
-(1-minute load average {load_mean} on average, {load_max} at most, on 2 cores). Seconds per stage,
-summed over the runs that computed it: {stage_times}.
+**Time**: {whole_text} The run that wrote this page took {wall_seconds} s of wall time (finished
+stages are loaded from disk; 1-minute load average {load_mean} on average, {load_max} at most, on
+{cores} cores). Seconds per stage, summed over the runs that computed it: {stage_times}.
 
 {sections}
 {analysis}"""
