@@ -43,6 +43,7 @@ lock:
 # --strict: a broken link or a missing reference fails. The home page is the README.
 docs: $(VENV)/.ivkit-dev
 	sed 's#](docs/#](#g' README.md > docs/index.md
+	$(PY) -c "import pathlib, shutil, plotly; pathlib.Path('docs/assets').mkdir(exist_ok=True); shutil.copy(pathlib.Path(plotly.__file__).parent / 'package_data' / 'plotly.min.js', 'docs/assets/plotly.min.js')"
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -q
 
 lint: $(VENV)/.ivkit-dev

@@ -6,8 +6,9 @@
 
 Each notebook runs top to bottom in a fresh kernel, in a temporary working directory, with its
 own parameters (its cell tagged ``parameters``: the embedded SmolLM2-135M-Instruct and ivkit's
-defaults). Plotly figures are stored with plotly.js embedded once per notebook, so the rendered
-pages show live figures offline. A last markdown cell (tagged ``provenance``) records the command,
+defaults). Plotly figures are stored as their JSON and a small HTML snippet that draws them with
+the plotly.js the documentation site serves itself, so the rendered pages show live figures
+offline. A last markdown cell (tagged ``provenance``) records the command,
 the machine, the versions and the seconds; it is replaced on every run. The tests run the same
 notebooks on a tiny model with small parameters (``tests/test_notebooks.py``), so they cannot rot.
 """
@@ -33,8 +34,8 @@ def provenance(name: str, seconds: float) -> str:
     m = machine_info()
     return (f"*Outputs above: `python scripts/run_notebooks.py {name}`, {seconds / 60:.1f} min on {m['cpu']} "
             f"({m['cores']} cores, CPU only), Python {m['python']}, torch {m['torch']}, transformers "
-            f"{m['transformers']}, ivkit {m['ivkit']}. The embedded SmolLM2-135M-Instruct runs its Q4_1 GGUF "
-            f"weights de-quantised to float32.*")
+            f"{m['transformers']}, ivkit {m['ivkit']}. The embedded models run 4-bit GGUF weights de-quantised to "
+            f"float32 (SmolLM2-135M-Instruct Q4_1, gemma-3-270m Q4_K_M).*")
 
 
 def run(path: Path) -> float:
@@ -61,7 +62,10 @@ def main() -> None:
     ap.add_argument("names", nargs="*", help="notebook names (default: all)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook")  # plotly.js embedded: offline pages
+    # The figures' HTML expects plotly.js on the page: the site serves its own copy (make docs), so the stored
+    # notebooks stay small and the pages render offline; in Jupyter the renderer fetches it from its CDN.
+    os.environ.setdefault("PLOTLY_RENDERER", "plotly_mimetype+notebook_connected")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")  # tqdm's note about ipywidgets
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     paths = [NOTEBOOKS / f"{n}.ipynb" for n in args.names] if args.names else sorted(NOTEBOOKS.glob("*.ipynb"))
