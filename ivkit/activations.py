@@ -4,12 +4,12 @@ stream's alignment with a vector.
 =============================  =========================================  ==============================
 function                       hook point                                 returns
 =============================  =========================================  ==============================
-:func:`head_activations`       input of each layer's attention output      ``(n_prompts, n_layers,
+`head_activations`       input of each layer's attention output      ``(n_prompts, n_layers,
                                projection, last token                     n_heads, d_head)``
-:func:`mean_head_activations`  the same, averaged over prompts            ``(n_layers, n_heads, d_head)``
-:func:`residual_stream`        output of each decoder block, last token   ``(n_prompts, n_layers,
+`mean_head_activations`  the same, averaged over prompts            ``(n_layers, n_heads, d_head)``
+`residual_stream`        output of each decoder block, last token   ``(n_prompts, n_layers,
                                                                           d_model)``
-:func:`residual_alignment`     output of each decoder block, last token   one mean cosine per layer
+`residual_alignment`     output of each decoder block, last token   one mean cosine per layer
 =============================  =========================================  ==============================
 
 The alignment can be *centred*: the cosine is taken between ``h - center`` and the vector, where
@@ -52,7 +52,7 @@ def head_activations(model: IVModel, prompts: EncodedPrompts, *, batch_size: int
 
 def mean_head_activations(model: IVModel, prompts: EncodedPrompts, *, batch_size: int = 16,
                           progress: bool = True) -> Float[Tensor, "layers heads d_head"]:
-    """Mean of :func:`head_activations` over prompts: ``(n_layers, n_heads, d_head)``.
+    """Mean of `head_activations` over prompts: ``(n_layers, n_heads, d_head)``.
 
     Batched with left padding; equal to batch size 1 within float32 rounding.
     """

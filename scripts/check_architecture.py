@@ -5,10 +5,10 @@
 Every ``import`` in ``ivkit/`` (inside functions and ``TYPE_CHECKING`` blocks too) is an edge
 between two modules. The check fails when
 
-* a module imports one on a higher floor (see :data:`FLOORS`), or one of another package on the
+* a module imports one on a higher floor (see `FLOORS`), or one of another package on the
   same floor;
 * the modules import each other in a loop (of any length);
-* a function or method is longer than :data:`MAX_LINES` lines (its ``def`` to its last line).
+* a function or method is longer than `MAX_LINES` lines (its ``def`` to its last line).
 
 The floors are the architecture of ``docs/architecture.md``; a new subpackage must be given one.
 """

@@ -373,7 +373,7 @@ def pair_section(pair: str, out: Path, plots: Path, args) -> tuple[list[str], di
 
 def write_doc(doc: Path, args, pairs: list[str], summary: dict, mach: dict) -> None:
     """The generated part of ``doc`` (tables, figures, set-up, time); the hand-written reading
-    after :data:`MARKER` is kept."""
+    after `MARKER` is kept."""
     out = Path(args.out)
     plots = doc.with_suffix("")
     plots.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """Floor 8: analyses built on the pipeline: tracking IVs and accuracy across checkpoints
-(:mod:`~ivkit.analysis.tracking`)."""
+(`tracking`)."""
 
 from .tracking import Tracking, track
 

@@ -3,18 +3,18 @@
 ==========================================  =========================================================
 ``decode_vector``, ``logit_lens``,          the tokens an IV promotes and suppresses, per layer, and
 ``top_token_reconstruction``                how few of them carry its effect
-                                            (:mod:`~ivkit.analysis.anatomy_decode`)
+                                            (`anatomy_decode`)
 ``compose``, ``iv_sum``, ``iv_difference``,  arithmetic on IVs of one model, and a composed IV against
-``iv_scaled``, ``compare_composition``      a task's own (:mod:`~ivkit.analysis.anatomy_compose`)
+``iv_scaled``, ``compare_composition``      a task's own (`anatomy_compose`)
 ``portability``, ``natural_text``,          other prompt templates, free generation
-``TEMPLATES``, ``SENTENCE_FRAMES``          (:mod:`~ivkit.analysis.anatomy_port`)
+``TEMPLATES``, ``SENTENCE_FRAMES``          (`anatomy_port`)
 ``baseline_vectors``, ``iv_with_baselines``,  the task vector and the mean-difference vector beside
-``baselines_at_best_layer``                 the IV (:mod:`~ivkit.analysis.anatomy_baselines`)
+``baselines_at_best_layer``                 the IV (`anatomy_baselines`)
 ``instruction_iv``, ``compare_ivs``         IVs built from instructions, compared with
                                             demonstration-built ones
-                                            (:mod:`~ivkit.analysis.anatomy_instruction`)
+                                            (`anatomy_instruction`)
 ``choose_and_test``                         any vectors: layer and scale chosen on validation, top-1
-                                            on test (:mod:`~ivkit.analysis.anatomy_common`)
+                                            on test (`anatomy_common`)
 ==========================================  =========================================================
 
 Example::

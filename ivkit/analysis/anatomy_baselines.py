@@ -5,12 +5,12 @@
 * **mean difference**: the same mean minus the mean over zero-shot prompts of the same queries:
   what the demonstrations add to the residual stream at that layer, all heads and MLPs together.
 
-:func:`baseline_vectors` computes both at every layer in one pass per prompt set.
-:func:`iv_with_baselines` scores them beside the IV on the zero-shot test split: each rescaled to
+`baseline_vectors` computes both at every layer in one pass per prompt set.
+`iv_with_baselines` scores them beside the IV on the zero-shot test split: each rescaled to
 the IV's norm and injected at the IV's layer and scale ("matched": the same budget, so the
 difference is what the heads' direction adds), and again with the scale chosen on the validation
 split at that layer (in case the norm the IV needs is not the norm a baseline needs).
-:func:`baselines_at_best_layer` frees the layer too: each layer's own baseline vector, at the IV's
+`baselines_at_best_layer` frees the layer too: each layer's own baseline vector, at the IV's
 norm, the layer and scale chosen on the validation split (is a baseline weak everywhere, or only
 at the IV's layer?). Hendel et
 al. *replace* the hidden state with the task vector; here every vector is *added*, as the IV is.
@@ -39,7 +39,7 @@ BASELINES = ("task vector", "mean difference")
 
 @dataclass(frozen=True, eq=False)
 class BaselineVectors:
-    """Per-layer baseline vectors (:func:`baseline_vectors`).
+    """Per-layer baseline vectors (`baseline_vectors`).
 
     Attributes:
         task_vector: ``(n_layers, d_model)`` mean last-token block output on clean few-shot prompts.
@@ -199,7 +199,7 @@ def baselines_at_best_layer(model: IVModel, task: Task | str, iv: InstructionVec
                             template: PromptTemplate = DEFAULT_TEMPLATE, batch_size: int = 16) -> VectorScores:
     """Each baseline with its layer free: at every layer ``L`` in ``layers`` (default all), the
     baseline computed at ``L`` and rescaled to the IV's norm is added after ``L`` at each scale on
-    the validation split (:func:`per_layer_sweep`); the best cell (top-1, then mean answer
+    the validation split (`per_layer_sweep`); the best cell (top-1, then mean answer
     probability, then the smaller scale, then the lower layer) is scored on the test split. Rows
     ``<name> (layer and scale chosen)``, after ``no vector``."""
     task = load_task(task)

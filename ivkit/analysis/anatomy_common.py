@@ -1,10 +1,10 @@
 """What the anatomy analyses share: zero-shot prompts of a split, and scoring vectors with the
 injection layer and scale chosen on the validation split and the accuracy reported on the test
-split (:func:`choose_and_test`, :class:`VectorScores`).
+split (`choose_and_test`, `VectorScores`).
 
 Every accuracy is first-token top-1 with its 95% Wilson interval. The validation prompts are the
-ones :func:`ivkit.extract` sweeps on (stream 3 of the seed), the test prompts the zero-shot ones
-:func:`ivkit.evaluate_iv` scores (stream 7), so the numbers line up with those commands.
+ones `ivkit.extract` sweeps on (stream 3 of the seed), the test prompts the zero-shot ones
+`ivkit.evaluate_iv` scores (stream 7), so the numbers line up with those commands.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def accuracy_row(ranks: Tensor) -> dict[str, float | int | None]:
 
 def same_model(ivs: Sequence[InstructionVector]) -> dict[str, Any]:
     """The model entry of IVs' ``meta`` if they all come from one model; else an
-    :class:`IncompatibleVectorError` naming the two models."""
+    `IncompatibleVectorError` naming the two models."""
     if not ivs:
         raise InputError("no instruction vectors given")
     first = ivs[0].meta.get("model", {})
@@ -130,7 +130,7 @@ def choose_and_test(
         vectors: name -> ``(d_model,)`` vector or IV (its ``vector`` is added: residual injection).
         fixed: name -> ``(layer, scale)`` for vectors injected where given (an IV's own layer and
             scale, or a baseline at the IV's); the others get the best cell of a
-            :func:`ivkit.layer_sweep` over ``layers`` (default all) x ``scales`` on ``n_valid``
+            `ivkit.layer_sweep` over ``layers`` (default all) x ``scales`` on ``n_valid``
             validation queries.
         n_test: test queries (default: the whole test split).
     """

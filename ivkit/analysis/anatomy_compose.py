@@ -1,13 +1,13 @@
-"""Arithmetic on instruction vectors of one model: sums, differences, multiples (:func:`compose`),
-and how a composed vector does on a task against that task's own IV (:func:`compare_composition`).
+"""Arithmetic on instruction vectors of one model: sums, differences, multiples (`compose`),
+and how a composed vector does on a task against that task's own IV (`compare_composition`).
 
-A composed IV is an ordinary :class:`~ivkit.InstructionVector`: ``vector = sum_i c_i v_i``; its
+A composed IV is an ordinary `InstructionVector`: ``vector = sum_i c_i v_i``; its
 heads are the union of the terms' heads, a head shared by several terms carrying the same
 combination of their means and contributions (so its contributions still add up to ``vector``);
 it has no AIE (NaN) and no mean activations. ``meta["composition"]`` records every term (its
 coefficient, task, norm, layer, scale and source directory when known); it saves and loads like
 any IV. Its injection is residual, with no layer until one is chosen (``layer=``, or
-:func:`compare_composition`, which chooses it on the validation split).
+`compare_composition`, which chooses it on the validation split).
 
 IVs of different models (another model id, config or width) are refused: their directions live
 in different residual streams.
@@ -88,23 +88,23 @@ def compose(terms: Sequence[tuple[float, InstructionVector]], *, name: str | Non
 
 
 def iv_sum(a: InstructionVector, b: InstructionVector, **options: Any) -> InstructionVector:
-    """``a + b`` (see :func:`compose`)."""
+    """``a + b`` (see `compose`)."""
     return compose([(1.0, a), (1.0, b)], **options)
 
 
 def iv_difference(a: InstructionVector, b: InstructionVector, **options: Any) -> InstructionVector:
-    """``a - b`` (see :func:`compose`)."""
+    """``a - b`` (see `compose`)."""
     return compose([(1.0, a), (-1.0, b)], **options)
 
 
 def iv_scaled(a: InstructionVector, c: float, **options: Any) -> InstructionVector:
-    """``c * a`` (see :func:`compose`)."""
+    """``c * a`` (see `compose`)."""
     return compose([(c, a)], **options)
 
 
 @dataclass(frozen=True)
 class CompositionResult:
-    """A composed IV against the target task's own IV (:func:`compare_composition`).
+    """A composed IV against the target task's own IV (`compare_composition`).
 
     Attributes:
         task: the target task.

@@ -1,21 +1,21 @@
 """Decoding an instruction vector into the vocabulary.
 
-* :func:`decode_vector`: the tokens a vector promotes and suppresses, read through the model's
-  final norm and unembedding (:func:`ivkit.engine.continuation.final_logits`, with Gemma 2's
+* `decode_vector`: the tokens a vector promotes and suppresses, read through the model's
+  final norm and unembedding (`ivkit.engine.continuation.final_logits`, with Gemma 2's
   soft-cap), as if it were the last residual stream. Also its *direct* logits, the unembedding
   alone (``W_U v``, linear in ``v``: the logits of a sum are the sum of the parts' before the norm).
-* :func:`logit_lens`: what the vector does at each layer of real prompts: it is added to the
+* `logit_lens`: what the vector does at each layer of real prompts: it is added to the
   residual stream after block ``L`` at the last token of zero-shot prompts, and that stream is
   read through the final norm and unembedding directly (the blocks above ``L`` are skipped: a
   logit lens). Per layer: the tokens whose log-probability rises most on average, and the mean
-  rise of the answer's first token. Unlike :func:`decode_vector`, this depends on the layer (the
+  rise of the answer's first token. Unlike `decode_vector`, this depends on the layer (the
   norm sees the vector *plus* that layer's residual stream).
-* :func:`top_token_reconstruction`: how few top tokens carry the vector's effect. The vector is
+* `top_token_reconstruction`: how few top tokens carry the vector's effect. The vector is
   projected onto the span of the read-out directions of its top-``N`` decoded tokens (row ``t``
   of the unembedding times the final norm's gain: the direction that token's logit reads), and
   that projection alone is injected where the IV is; its zero-shot accuracy is swept over ``N``.
 
-Gotcha: the final norm makes :func:`decode_vector`'s logits independent of the vector's length
+Gotcha: the final norm makes `decode_vector`'s logits independent of the vector's length
 (an RMS norm divides it out), so two vectors of one direction decode the same.
 """
 
@@ -61,7 +61,7 @@ def direct_logits(model: IVModel, v: Float[Tensor, "*rows d_model"]) -> Float[Te
 
 @dataclass(frozen=True, eq=False)
 class Decoding:
-    """The tokens a vector promotes and suppresses (:func:`decode_vector`).
+    """The tokens a vector promotes and suppresses (`decode_vector`).
 
     Attributes:
         promoted: ``[(token, logit), ...]``, highest first.

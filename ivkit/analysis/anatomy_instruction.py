@@ -1,26 +1,26 @@
 """Instruction-built IVs, and how they compare with demonstration-built ones.
 
-:func:`ivkit.extract` builds an IV from *demonstrations*: the mean head outputs of clean 10-shot
+`ivkit.extract` builds an IV from *demonstrations*: the mean head outputs of clean 10-shot
 prompts, the heads ranked by patching them into prompts whose demonstrations' labels are
 shuffled. ``extract(..., style="instruction")`` takes its clean prompts from the task's
 instruction instead (zero-shot, ``"<instruction>\\n\\nQ: x\\nA:"``) but still ranks the heads on
 shuffled *demonstrations*, prompts of another kind than the clean ones.
 
-:func:`instruction_iv` builds the IV from instructions end to end:
+`instruction_iv` builds the IV from instructions end to end:
 
 1. clean prompts: the instruction and a training query, kept when the model answers right (their
    head outputs averaged: the mean activations);
 2. corrupted prompts that fit: the same queries under a *wrong* instruction (another task's:
-   ``corrupt="wrong"``, :func:`default_wrong_instruction` unless given) or with *no* instruction
+   ``corrupt="wrong"``, `default_wrong_instruction` unless given) or with *no* instruction
    (``corrupt="empty"``: the plain zero-shot prompt);
-3. each head's indirect effect: its mean patched into the corrupted prompts (:func:`ivkit.indirect_effects`);
+3. each head's indirect effect: its mean patched into the corrupted prompts (`ivkit.indirect_effects`);
 4. the top ``k`` heads' IV, its layer and scale chosen on zero-shot prompts of the validation
-   split, as :func:`ivkit.extract` does.
+   split, as `ivkit.extract` does.
 
 With ``out=DIR`` the result is saved there as an extraction (``iv.json``, ...) and a second call
 with the same settings loads it instead of recomputing.
 
-:func:`compare_ivs` puts two IVs of one task side by side: the Jaccard overlap of their heads, the
+`compare_ivs` puts two IVs of one task side by side: the Jaccard overlap of their heads, the
 cosine of their vectors, the agreement of their AIE rankings (when given) and each one's
 zero-shot test accuracy at its own layer and scale.
 """
@@ -110,7 +110,7 @@ def instruction_iv(model: IVModel, task: Task | str, *, instruction: str | None 
                    sweep_prompts: int = 100, batch_size: int = 16, out: str | Path | None = None,
                    progress: bool = False) -> Extraction:
     """An IV built from instruction prompts (see the module docstring); an
-    :class:`~ivkit.pipeline.Extraction` whose IV's ``meta`` records the instruction, the
+    `Extraction` whose IV's ``meta`` records the instruction, the
     corruption and the wrong instruction."""
     task = load_task(task, instruction=instruction)
     check_choice("corrupt", corrupt, Corruption)
@@ -159,7 +159,7 @@ def instruction_iv(model: IVModel, task: Task | str, *, instruction: str | None 
 
 @dataclass(frozen=True)
 class IVComparison:
-    """Two IVs of one task side by side (:func:`compare_ivs`).
+    """Two IVs of one task side by side (`compare_ivs`).
 
     Attributes:
         names: the two IVs' names.

@@ -1,12 +1,12 @@
 """Portability: does an IV still work under prompt templates it was not extracted with, and in
 natural text?
 
-* :func:`portability`: zero-shot top-1 on the test split under each template of
-  :data:`TEMPLATES` (or the user's own :class:`~ivkit.core.prompts.PromptTemplate`), without the
+* `portability`: zero-shot top-1 on the test split under each template of
+  `TEMPLATES` (or the user's own `PromptTemplate`), without the
   IV, with it (its own layer and scale, not re-chosen: that is the question), with any other
   vectors given (the baselines), and with clean few-shot prompts in that template for reference.
-* :func:`natural_text`: greedy generation (:func:`ivkit.evaluation.generate`) from sentence-style
-  prompts (:data:`SENTENCE_FRAMES`) with and without the IV, scored by :func:`answer_in_text`:
+* `natural_text`: greedy generation (`ivkit.evaluation.generate`) from sentence-style
+  prompts (`SENTENCE_FRAMES`) with and without the IV, scored by `answer_in_text`:
   does the answer appear as a whole word within the first ``max_new_tokens`` generated tokens
   (``anywhere``), and is it the first word (``first``)? Whole words, case-sensitive by default
   (so ``"Apple"`` is not found in ``"apple"``). A one-letter answer such as ``"a"`` also matches
@@ -41,7 +41,7 @@ TEMPLATES: dict[str, PromptTemplate] = {
     "xy": PromptTemplate(query="x = {input}\ny =", name="xy"),
 }
 
-#: Sentence-style prompts for :func:`natural_text`, with ``{input}``; none names the task.
+#: Sentence-style prompts for `natural_text`, with ``{input}``; none names the task.
 SENTENCE_FRAMES: tuple[str, ...] = (
     'The word "{input}" becomes',
     "I looked at {input} for a while and finally wrote down",
@@ -86,7 +86,7 @@ def _templates(templates: Sequence[PromptTemplate] | Mapping[str, PromptTemplate
 
 @dataclass(frozen=True)
 class Portability:
-    """Zero-shot top-1 per template and condition (:func:`portability`).
+    """Zero-shot top-1 per template and condition (`portability`).
 
     Attributes:
         rows: ``template, query, condition, top1, lo, hi, n``; conditions ``zero-shot``,
@@ -161,7 +161,7 @@ def portability(model: IVModel, task: Task | str, iv: InstructionVector, *,
 
 @dataclass(frozen=True)
 class NaturalText:
-    """How often greedy generations from sentence prompts contain the answer (:func:`natural_text`).
+    """How often greedy generations from sentence prompts contain the answer (`natural_text`).
 
     Attributes:
         rows: ``frame, condition, anywhere, anywhere_lo, anywhere_hi, first, first_lo, first_hi, n``.

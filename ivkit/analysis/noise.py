@@ -1,9 +1,9 @@
 """Noise floors for IV similarity: how much a cosine moves with no training at all.
 
-* :func:`rebuild_cosine`: the cosine between an IV and the same heads' IV rebuilt from *other*
+* `rebuild_cosine`: the cosine between an IV and the same heads' IV rebuilt from *other*
   clean prompts (training queries the IV's own means did not use), on the same model. A fine-tuned
   checkpoint's IV cosine above this floor says nothing changed beyond prompt sampling.
-* :func:`iv_cosines`: every pair of task IVs' cosine: how far apart IVs of different tasks are, the
+* `iv_cosines`: every pair of task IVs' cosine: how far apart IVs of different tasks are, the
   other end of the scale.
 """
 

@@ -3,7 +3,7 @@
 Concepts
 --------
 Jiang et al. (seed 002) claim that fine-tuning leaves a task's IV largely in place but stops the
-model from *activating* it. :func:`track` measures both sides on a :class:`CheckpointSeries`, for
+model from *activating* it. `track` measures both sides on a `CheckpointSeries`, for
 one or more tasks, relative to the series' first checkpoint (the *reference*):
 
 * **accuracy**: zero-shot, clean few-shot, and zero-shot plus the *reference* IV (at its layer and
@@ -66,7 +66,7 @@ class _Reference:
 
 @dataclass(frozen=True, eq=False)
 class Tracking:
-    """What :func:`track` measured.
+    """What `track` measured.
 
     Attributes:
         records: one dict per (checkpoint, task): ``checkpoint, step, task, fingerprint, zero_shot,
@@ -76,7 +76,7 @@ class Tracking:
             heads in fixed mode, its own top-k in rerank mode) with the reference IV;
             ``iv_cosine_fixed_heads`` always uses the reference's heads.
         mode: ``"fixed"`` or ``"rerank"``.
-        references: task -> the reference :class:`InstructionVector`.
+        references: task -> the reference `InstructionVector`.
         reference_seconds: task -> seconds its reference extraction took.
     """
 
@@ -94,7 +94,7 @@ class Tracking:
     def to_pandas(self):
         """The tidy table: one row per (checkpoint, task), the scalar measurements (accuracies with
         their intervals, cosines, ...) and the peak of each alignment profile (the seconds each
-        measurement took are in :attr:`records`)."""
+        measurement took are in `records`)."""
         import pandas as pd
 
         rows = []
@@ -182,14 +182,14 @@ def track(
     """Track accuracy, IV similarity and alignment over a series of checkpoints.
 
     Args:
-        series: a :class:`CheckpointSeries`, or checkpoint paths (``from_dirs``).
-        tasks: task names, files or :class:`Task` objects.
+        series: a `CheckpointSeries`, or checkpoint paths (``from_dirs``).
+        tasks: task names, files or `Task` objects.
         mode: ``"fixed"`` (reference heads, means recomputed) or ``"rerank"`` (AIE per checkpoint).
         references: task -> IV to compare against; by default extracted on the first checkpoint.
         out: directory for per-checkpoint results; an interrupted run resumes from it.
         n_prompts: test queries per accuracy.
         alignment_prompts: zero-shot and few-shot prompts per alignment profile.
-        shots: demonstrations per prompt, as in :func:`ivkit.extract` (and ``mean_prompts``,
+        shots: demonstrations per prompt, as in `ivkit.extract` (and ``mean_prompts``,
             ``trials``, ``top_k``, ``seed``, ``method``, and any other extract option).
         resweep: also choose, on each checkpoint, the injection layer and scale of the IV rebuilt
             from the reference's heads (``sweep_prompts`` validation queries), and score it on the
@@ -199,7 +199,7 @@ def track(
             take over?
 
     Returns:
-        :class:`Tracking`.
+        `Tracking`.
     """
     check_choice("mode", mode, TrackMode)
     if not isinstance(series, CheckpointSeries):

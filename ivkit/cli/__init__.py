@@ -1,5 +1,5 @@
-"""The top floor: the ``ivkit`` command (:mod:`~ivkit.cli.app`), whose ``extract`` options are built
-from :class:`~ivkit.ExtractConfig` (:mod:`~ivkit.cli.options`)."""
+"""The top floor: the ``ivkit`` command (`app`), whose ``extract`` options are built
+from `ExtractConfig` (`options`)."""
 
 from .app import app, main
 

@@ -69,7 +69,7 @@ DRY_RUN_HELP = "nnsight only: serialize every trace as for NDIF, then run it her
 
 def _remote(remote: bool, dry_run: bool) -> bool | str:
     """``--remote`` (NDIF) and ``--remote-dry-run`` (nnsight's local serialization check) -> the
-    ``remote=`` argument of :func:`ivkit.load_model`."""
+    ``remote=`` argument of `ivkit.load_model`."""
     if remote and dry_run:
         raise typer.BadParameter("give --remote or --remote-dry-run, not both")
     return True if remote else ("local" if dry_run else False)

@@ -1,9 +1,9 @@
 """Command-line options built from a typed configuration's fields.
 
-:func:`with_config_options` adds one option per field of a frozen dataclass (its flag, default and
+`with_config_options` adds one option per field of a frozen dataclass (its flag, default and
 help come from the field and its ``metadata``) to a Typer command, and hands the command the
-values as one dict; :func:`build_config` turns that dict into the configuration inside
-:func:`~ivkit.core.options.option_names`, so an error names the flag (``--top-k``), not the field.
+values as one dict; `build_config` turns that dict into the configuration inside
+`option_names`, so an error names the flag (``--top-k``), not the field.
 The values are checked once, by the configuration itself: the command line parses text (comma
 lists into tuples) and checks nothing else.
 """

@@ -1,15 +1,15 @@
 """Floor 9: conjugate prompting and implicit task inference on real models (Kotha et al., ICLR
 2024), explained with instruction vectors.
 
-* :mod:`~ivkit.conjugate.transforms`: prompt transforms ``s`` / ``s^-1`` (Leetspeak, Pig Latin,
-  word-level translation through a :class:`~ivkit.conjugate.lexicon.Lexicon`, your own);
-* :mod:`~ivkit.conjugate.probe`: the in-context-versus-instruction probe, its files and scoring;
-* :mod:`~ivkit.conjugate.runner`: :func:`conjugate`, every (model, transform) run, resumable;
-* :mod:`~ivkit.conjugate.results`: :class:`ConjugateResult` and the recovery with its interval;
-* :mod:`~ivkit.conjugate.diagnose`: :func:`diagnose`, alignment with the base model's IV and the
+* `transforms`: prompt transforms ``s`` / ``s^-1`` (Leetspeak, Pig Latin,
+  word-level translation through a `Lexicon`, your own);
+* `probe`: the in-context-versus-instruction probe, its files and scoring;
+* `runner`: `conjugate`, every (model, transform) run, resumable;
+* `results`: `ConjugateResult` and the recovery with its interval;
+* `diagnose`: `diagnose`, alignment with the base model's IV and the
   effect of injecting it;
-* :mod:`~ivkit.conjugate.data`: the seeded data files the study writes;
-* :mod:`~ivkit.conjugate.cli`: the ``conjugate`` command.
+* `data`: the seeded data files the study writes;
+* `cli`: the ``conjugate`` command.
 """
 
 from .diagnose import Diagnosis, alignment, diagnose, extract_task_iv

@@ -1,12 +1,12 @@
 """Data files the conjugate study writes from code, each seeded.
 
-* :func:`instruction_data`: English instruction-style ``{input, output}`` pairs to fine-tune a
+* `instruction_data`: English instruction-style ``{input, output}`` pairs to fine-tune a
   base model into its "tuned" partner: arithmetic questions with their answers, fill-in-the-blanks
   and questions built from the built-in tasks (capitals, currencies, antonyms, occupations, ...).
   No translation task is used, so the data stay English.
-* :func:`task_examples`: a task file of a probe's in-context task (``repeat``, ``uppercase``,
+* `task_examples`: a task file of a probe's in-context task (``repeat``, ``uppercase``,
   ``lowercase``) on inputs like the probe's demonstrations, to extract its IV from.
-* :data:`SUPPLEMENTS`: a few function words the built-in lexicons lack (``is``, ``of``,
+* `SUPPLEMENTS`: a few function words the built-in lexicons lack (``is``, ``of``,
   ``plus``, ...), so that the probe's queries translate better; written as user lexicon files.
 """
 
@@ -52,7 +52,7 @@ def _arithmetic(rng: np.random.Generator) -> dict[str, str]:
 def instruction_data(n: int = 600, seed: int = 0, arithmetic_share: float = 0.4) -> list[dict[str, str]]:
     """``n`` English instruction/answer pairs from ``seed``: ``arithmetic_share`` of them
     arithmetic questions, the rest questions and fill-in-the-blanks on built-in tasks
-    (:data:`QUESTION_FRAMES`)."""
+    (`QUESTION_FRAMES`)."""
     n = check_at_least("n", n, 1)
     rng = np.random.default_rng([seed, 0xF1])
     pools = {t: load_task(t).examples for t in QUESTION_FRAMES}
@@ -99,7 +99,7 @@ def write_json(path: str | Path, records: list[dict[str, Any]]) -> Path:
 
 
 def write_supplement(path: str | Path, lang: str) -> Path:
-    """:data:`SUPPLEMENTS` ``[lang]`` as a JSONL lexicon file (one ``{input, output}`` per line)."""
+    """`SUPPLEMENTS` ``[lang]`` as a JSONL lexicon file (one ``{input, output}`` per line)."""
     import json
 
     from ..core.io import atomic_write_text

@@ -5,31 +5,31 @@ back what conjugation wins back?
 Concepts
 --------
 * **The IV** is the *base* model's vector for the in-context task (``repeat``, ``uppercase``),
-  extracted with :func:`ivkit.extract` from a task file of that task (:func:`extract_task_iv`);
+  extracted with `ivkit.extract` from a task file of that task (`extract_task_iv`);
   its injection layer and scale were chosen on that task's validation split, before any probe
   prompt is seen.
-* **Alignment** (:func:`alignment`): per layer, the mean cosine between the last-token residual
+* **Alignment** (`alignment`): per layer, the mean cosine between the last-token residual
   stream (the output of each block) and the IV, over the probe prompts of that task under one
-  transform, through :func:`ivkit.activations.residual_alignment`. The prompts are cut into
+  transform, through `ivkit.activations.residual_alignment`. The prompts are cut into
   ``chunks`` consecutive groups and each is measured on its own: the mean over prompts is the
   size-weighted mean of the chunk means (exactly what one call on all prompts returns), and the
   spread of the chunk means gives a t interval (``chunks - 1`` degrees of freedom).
 * **Centred alignment**: the same, with each model's residual stream centred first: from every
   last-token state the model's mean state over all the diagnosis's prompts is subtracted (the
-  mean of each transform's mean, :func:`pooled_centre`). Residual streams share a large common
+  mean of each transform's mean, `pooled_centre`). Residual streams share a large common
   direction, so raw cosines with any fixed vector can sit at one level for every prompt (gemma-3's
   do); centring removes that shared part, and what is left says which prompts move the state
   *towards the IV relative to the others*. The centre is per model, so centred values compare
   transforms within a model, not levels between the base and the tuned model.
 * **Injection**: the plain probe prompts of the task, on the tuned model, with the IV added (its
   own layer and scale) at the last prompt token and every generated token
-  (:func:`ivkit.evaluation.generate_ids` with ``iv=``), and the same with a random direction of
+  (`ivkit.evaluation.generate_ids` with ``iv=``), and the same with a random direction of
   the IV's norm (the noise floor). Its recovery is measured like a transform's
-  (:class:`~ivkit.conjugate.results.Recovery`).
+  (`Recovery`).
 
 If conjugation works by restoring task inference, a transform that recovers in-context behaviour
 should also raise the tuned model's alignment, and the IV should recover a similar share.
-:meth:`Diagnosis.verdict` says whether each holds, with the numbers.
+`Diagnosis.verdict` says whether each holds, with the numbers.
 """
 
 from __future__ import annotations
@@ -162,8 +162,8 @@ class Diagnosis:
         task: the in-context task.
         iv_layer, iv_scale: where and how strongly the IV is injected (chosen on validation).
         iv_info: the IV's provenance (heads, validation top-1, task file).
-        alignments: one :class:`Alignment` per (model, transform).
-        centred: the same, centred (:func:`pooled_centre`); empty in diagnoses stored before it.
+        alignments: one `Alignment` per (model, transform).
+        centred: the same, centred (`pooled_centre`); empty in diagnoses stored before it.
         injected: the tuned model's runs with the IV (``iv``) and with a random direction of its
             norm (``iv_random``) on the plain prompts.
         probe: the plain and conjugate runs of the pair (the comparison).
@@ -322,7 +322,7 @@ def _verdict(d: Diagnosis) -> str:
 
 def extract_task_iv(model: IVModel, task: str | Path, out: str | Path | None = None, **options: Any
                     ) -> InstructionVector:
-    """The base model's IV for an in-context task, through :func:`ivkit.extract` (layer and scale
+    """The base model's IV for an in-context task, through `ivkit.extract` (layer and scale
     chosen on the task's validation split); ``out`` makes it resumable."""
     return extract(model, task, out=out, **options).iv
 
@@ -338,11 +338,11 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
         items: probe items, all of one task (the IV's).
         transforms: the transforms (``none`` is added if absent).
         iv: the base model's IV for that task, with its layer chosen.
-        probe: the pair's :class:`ConjugateResult` if already run (else the plain and conjugate
+        probe: the pair's `ConjugateResult` if already run (else the plain and conjugate
             runs are made here, stored under ``out``).
         chunks: groups of prompts for the alignment interval.
         control_seed: seeds the random-direction control.
-        engine: how the injection runs decode (see :mod:`~ivkit.conjugate.probe`).
+        engine: how the injection runs decode (see `probe`).
     """
     from .runner import conjugate
 
@@ -380,7 +380,7 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
 def cached_centred(out: Path | None, model: LazyModel, role: str, items: Sequence[ProbeItem],
                    transforms: Sequence[Transform], iv: InstructionVector, *, chunks: int, batch_size: int
                    ) -> list[Alignment]:
-    """The centred :class:`Alignment` of every transform (the centre pooled over all of them),
+    """The centred `Alignment` of every transform (the centre pooled over all of them),
     stored under ``out/alignments/``; the centre is computed only when one is missing."""
     pooled = hashlib.sha256(json.dumps([run_key(model.key, items, t, condition="centre", iv=None, max_new_tokens=0,
                                                 batch_size=batch_size) for t in transforms]).encode()).hexdigest()[:12]
@@ -398,7 +398,7 @@ def cached_centred(out: Path | None, model: LazyModel, role: str, items: Sequenc
 def cached_alignment(out: Path | None, model: LazyModel, role: str, items: Sequence[ProbeItem], transform: Transform,
                      iv: InstructionVector, *, chunks: int, batch_size: int,
                      centre: tuple[str, Callable[[], Tensor]] | None = None) -> Alignment:
-    """:func:`alignment` as an :class:`Alignment`, stored under ``out/alignments/`` and loaded
+    """`alignment` as an `Alignment`, stored under ``out/alignments/`` and loaded
     from there when its key (model, prompts, vector, chunks, batch size) matches."""
     condition = f"alignment/{chunks}" + (f"/centred/{centre[0]}" if centre else "")
     key = run_key(model.key, items, transform, condition=condition, iv=iv, max_new_tokens=0, batch_size=batch_size)

@@ -1,7 +1,7 @@
 """Reading users' JSON and JSONL files record by record, each with the line it starts on.
 
 Probe files and lexicon files are lists of small objects. Errors about one of them must name the
-file and the line, so :func:`read_records` yields ``(line, record)`` pairs for both layouts:
+file and the line, so `read_records` yields ``(line, record)`` pairs for both layouts:
 
 * ``.jsonl``: one JSON value per non-blank line;
 * anything else: one JSON list; each element's line is where it starts.
@@ -28,7 +28,7 @@ def _line_of(text: str, pos: int) -> int:
 
 
 def read_text(path: str | Path, what: str) -> tuple[Path, str]:
-    """The file's text, or a :class:`RecordFileError` saying why it cannot be read."""
+    """The file's text, or a `RecordFileError` saying why it cannot be read."""
     p = Path(path).expanduser()
     if not p.exists():
         raise RecordFileError(f"{p}: no such {what} file")

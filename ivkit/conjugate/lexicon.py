@@ -1,10 +1,10 @@
 """Bilingual word lists for word-level translation (the ``fr`` and ``de`` transforms).
 
-A :class:`Lexicon` maps an English word (lower case) to its translation. It is built from
+A `Lexicon` maps an English word (lower case) to its translation. It is built from
 
 * a built-in task of word pairs: ``Lexicon.from_task("english-french")`` (or ``english-german``);
 * a user's file: a JSON list of ``{"input": word, "output": translation}`` objects, or a
-  ``.jsonl`` file with one such object per line (:meth:`Lexicon.from_file`);
+  ``.jsonl`` file with one such object per line (`Lexicon.from_file`);
 * both: ``Lexicon.from_task("english-french").merged(Lexicon.from_file("extra.jsonl"))`` (the
   second one's entries win).
 
@@ -12,15 +12,15 @@ Gotchas
 -------
 * Word level only: every run of letters (apostrophes inside a word included) is looked up on its
   own, so idioms, word order and agreement are not translated. A word the lexicon lacks is kept
-  as it is and counted (:class:`Coverage`): always report the coverage with the results.
+  as it is and counted (`Coverage`): always report the coverage with the results.
 * A key that is not one word (``"ice cream"``, ``"#the"``) cannot be looked up word by word; it is
-  skipped and counted in :attr:`Lexicon.skipped`. A translation with alternatives separated by
+  skipped and counted in `Lexicon.skipped`. A translation with alternatives separated by
   ``/`` (``"le/la/les"``) keeps the first.
 * Case follows the source word: ``cat`` -> ``chat``, ``Cat`` -> ``Chat``, ``CAT`` -> ``CHAT``
   (so translation commutes with upper- and lower-casing, which the probe's tasks rely on). A
   lower-case source gives a lower-case translation, German nouns included; a one-letter capital
   counts as all upper case (``I`` -> ``JE``).
-* The way back (:meth:`Lexicon.back`) is the reversed list, first English word first; several
+* The way back (`Lexicon.back`) is the reversed list, first English word first; several
   English words share a translation (``le`` is "the" and "him"), so translation is **not
   invertible** in general.
 * A file with the same key twice is refused (with both lines), as is a file with no usable entry.
@@ -119,7 +119,7 @@ class Lexicon:
     @classmethod
     def from_task(cls, task: str | Path) -> "Lexicon":
         """The pairs of a built-in task (``english-french``, ``english-german``) or task file,
-        through :func:`ivkit.load_task`. Duplicate keys are refused as in :meth:`from_file`."""
+        through `ivkit.load_task`. Duplicate keys are refused as in `from_file`."""
         t = load_task(task)
         return cls._from_entries(t.name, t.source, [(i + 1, ex.input, ex.output) for i, ex in enumerate(t.examples)],
                                  where="example")
@@ -174,7 +174,7 @@ class Lexicon:
 
     def translate(self, text: str) -> tuple[str, Coverage]:
         """``text`` with every word the lexicon has replaced (case kept, see the module
-        docstring), and the :class:`Coverage`; other characters are kept as they are."""
+        docstring), and the `Coverage`; other characters are kept as they are."""
         missing: list[str] = []
         total = 0
 

@@ -1,6 +1,6 @@
 """Plotly figures of conjugate-prompting results, from plain data frames.
 
-Like :mod:`ivkit.core.plots`, these know nothing of the result types: a result's ``.plot()``
+Like `ivkit.core.plots`, these know nothing of the result types: a result's ``.plot()``
 hands them a frame.
 """
 

@@ -3,15 +3,15 @@ two demonstrations show when the last query reads like an instruction?
 
 Concepts
 --------
-* **A probe item** (:class:`ProbeItem`): two demonstrations of an in-context task and a last
+* **A probe item** (`ProbeItem`): two demonstrations of an in-context task and a last
   query that is an instruction: an arithmetic question (``What is 7 plus 5?``) or a
   fill-in-the-blank (``The capital of France is ___.``). The **in-context
   answer** is the task applied to the query (for ``repeat``, the query itself); the
   **instruction answer** is what following the instruction gives (``12``, ``Paris``).
-* **Built-in in-context tasks** (:data:`IN_CONTEXT_TASKS`): ``repeat`` the input, ``uppercase``
-  (capitalise every letter) and ``lowercase`` (every letter in lower case). :func:`build_probe`
+* **Built-in in-context tasks** (`IN_CONTEXT_TASKS`): ``repeat`` the input, ``uppercase``
+  (capitalise every letter) and ``lowercase`` (every letter in lower case). `build_probe`
   writes ``n`` items per task from a seed; your own items come from a JSON/JSONL file
-  (:func:`load_probe_file`).
+  (`load_probe_file`).
 * **A prompt** is the item with a transform ``s`` applied to every text field (demonstration
   inputs and outputs, query, answers), written ``Q: {s(x)}\\nA: {s(y)}\\n\\n...Q: {s(query)}\\nA:``
   (the ``Q:``/``A:`` scaffold is not transformed). The in-context answer becomes ``s(answer)``.
@@ -19,13 +19,13 @@ Concepts
   transformed prompt asks for the same task (``s(task(x)) == task(s(x))``); for an invertible
   ``s`` it checks ``s^-1(s(field)) == field``.
 * **Decoding**: greedy, ``max_new_tokens=10`` new tokens, through
-  :func:`ivkit.evaluation.generate_ids` (``engine="generate_ids"``, the default), or through the
-  model's own KV-cached ``generate`` under :meth:`ivkit.InstructionVector.apply`
+  `ivkit.evaluation.generate_ids` (``engine="generate_ids"``, the default), or through the
+  model's own KV-cached ``generate`` under `ivkit.InstructionVector.apply`
   (``engine="cached"``: the same tokens up to float rounding, several times faster on CPU because
-  ``generate_ids`` re-runs the whole sequence for every new token; :func:`engine_agreement`
+  ``generate_ids`` re-runs the whole sequence for every new token; `engine_agreement`
   measures the agreement). The text is cut at the first EOS token, then at the first newline.
 
-Scoring (:func:`score_output`), exactly
+Scoring (`score_output`), exactly
 ---------------------------------------
 Let ``o`` be the decoded output with leading whitespace removed, ``a`` the transformed
 in-context answer, and ``a'`` the same without its final punctuation marks (``.``, ``?``, ``!``).
@@ -346,7 +346,7 @@ class ProbeRecord:
     """One prompt's result.
 
     Attributes:
-        task, index, kind: the item (see :class:`ProbeItem`).
+        task, index, kind: the item (see `ProbeItem`).
         answer: the transformed in-context answer.
         output: the decoded output (cut at EOS and at the first newline).
         back: ``s^-1(output)``, the output mapped back (best effort for a lossy transform).
@@ -378,7 +378,7 @@ class ProbeRecord:
     exact: bool = False
 
     def rescored(self) -> "ProbeRecord":
-        """The record scored by :func:`score_output` as the code now stands."""
+        """The record scored by `score_output` as the code now stands."""
         outcome = score_output(self.output, self.answer, self.instruction_answers, exhausted=self.exhausted)
         truncated = outcome == "in_context" and not self.output.lstrip().startswith(answer_core(self.answer))
         return dataclasses.replace(self, outcome=outcome, truncated=truncated,
@@ -400,14 +400,14 @@ def decode_new(model: IVModel, ids: Sequence[int]) -> tuple[str, bool]:
 
 def cached_generate_ids(model: IVModel, prompts: Sequence[Sequence[int]], *, iv: InstructionVector | None = None,
                         max_new_tokens: int = 10, batch_size: int = 16) -> list[list[int]]:
-    """What :func:`ivkit.evaluation.generate_ids` returns, through the model's own KV-cached
-    ``generate`` under :meth:`ivkit.InstructionVector.apply` (the IV is added at the last prompt
-    token and at each new token as it is processed; see :mod:`ivkit.evaluation.generation`).
+    """What `ivkit.evaluation.generate_ids` returns, through the model's own KV-cached
+    ``generate`` under `ivkit.InstructionVector.apply` (the IV is added at the last prompt
+    token and at each new token as it is processed; see `ivkit.evaluation.generation`).
 
     Greedy, exactly ``max_new_tokens`` tokens per prompt (no stop at EOS, no sampling settings
     from the model's generation config). Torch backend only. Several times faster on CPU, since
     each step runs one new token instead of the whole sequence; the tokens agree with
-    ``generate_ids`` up to float rounding, which :func:`engine_agreement` measures."""
+    ``generate_ids`` up to float rounding, which `engine_agreement` measures."""
     from contextlib import nullcontext
 
     from transformers import GenerationConfig
@@ -456,8 +456,8 @@ def run_items(model: IVModel, items: Sequence[ProbeItem], transform: Transform, 
               engine: Engine = "generate_ids", progress: bool = True) -> list[ProbeRecord]:
     """Generate (greedy, ``max_new_tokens``) and score every item under ``transform``, optionally
     with ``iv`` injected (its own layer and scale) at the last prompt token and every new one.
-    ``engine``: ``generate_ids`` (:func:`ivkit.evaluation.generate_ids`, the reference) or
-    ``cached`` (:func:`cached_generate_ids`, faster, torch backend)."""
+    ``engine``: ``generate_ids`` (`ivkit.evaluation.generate_ids`, the reference) or
+    ``cached`` (`cached_generate_ids`, faster, torch backend)."""
     if not items:
         raise InputError("the probe has no items")
     rendered = [render(it, transform) for it in items]
@@ -498,7 +498,7 @@ class ProbeRun:
     Attributes:
         model: the model's label (``base``/``tuned`` or its name).
         transform: the transform's name.
-        records: one :class:`ProbeRecord` per item.
+        records: one `ProbeRecord` per item.
         seconds: the time generation and scoring took.
         condition: ``plain``, or what was injected (``iv``, ``iv_random``).
         engine: how it was decoded (``generate_ids`` or ``cached``).
@@ -549,7 +549,7 @@ class ProbeRun:
 def run_probe(model: IVModel, items: Sequence[ProbeItem], transform: Transform, *, label: str | None = None,
               iv: InstructionVector | None = None, condition: str | None = None, max_new_tokens: int = 10,
               batch_size: int = 16, engine: Engine = "generate_ids", progress: bool = True) -> ProbeRun:
-    """:func:`run_items` as a :class:`ProbeRun` (timed, labelled)."""
+    """`run_items` as a `ProbeRun` (timed, labelled)."""
     t0 = time.perf_counter()
     records = run_items(model, items, transform, iv=iv, max_new_tokens=max_new_tokens, batch_size=batch_size,
                         engine=engine, progress=progress)

@@ -1,7 +1,7 @@
 """Conjugate-prompting results: in-context rates per model and transform, and how much of the
 fine-tuning drop each transform recovers.
 
-* Every rate carries its 95% Wilson interval (:func:`ivkit.core.stats.wilson_interval`).
+* Every rate carries its 95% Wilson interval (`ivkit.core.stats.wilson_interval`).
 * **Recovery** of a transform ``s``:
   ``(conjugate tuned - plain tuned) / (plain base - plain tuned)``, the share of the tuned model's
   drop in in-context rate that prompting through ``s`` wins back (1: all of it; 0: none). Its
@@ -77,7 +77,7 @@ class Recovery:
 
 def bootstrap_recovery(base: Sequence[float], tuned: Sequence[float], treated: Sequence[float], *,
                        treatment: str, task: str, n_boot: int = 2000, seed: int = 0) -> Recovery:
-    """:class:`Recovery` from per-prompt 0/1 in-context outcomes, paired by position: plain base,
+    """`Recovery` from per-prompt 0/1 in-context outcomes, paired by position: plain base,
     plain tuned, treated tuned. Resamples prompts ``n_boot`` times (seeded by ``seed``, the
     treatment and the task); 95% percentile intervals."""
     b, t, c = (np.asarray(x, dtype=float) for x in (base, tuned, treated))
@@ -125,7 +125,7 @@ class ConjugateResult:
     Attributes:
         base: the base model's label.
         tuned: the tuned model's label, or None.
-        runs: the plain-condition :class:`ProbeRun` of every (model, transform).
+        runs: the plain-condition `ProbeRun` of every (model, transform).
         seed: seeds the bootstrap.
         n_boot: bootstrap resamples.
         info: provenance (models, versions, settings, seconds).
@@ -168,7 +168,7 @@ class ConjugateResult:
                          f"{[(r.model, r.transform) for r in self.runs]}")
 
     def recovery(self, transform: str, task: str | None = None) -> Recovery:
-        """The :class:`Recovery` of ``transform`` (on ``task``, or all tasks pooled)."""
+        """The `Recovery` of ``transform`` (on ``task``, or all tasks pooled)."""
         if self.tuned is None:
             raise InputError("recovery needs a tuned model; this result has only the base")
         runs = [self.run(self.base, "none"), self.run(self.tuned, "none"), self.run(self.tuned, transform)]
@@ -177,7 +177,7 @@ class ConjugateResult:
                                   seed=self.seed)
 
     def recoveries(self):
-        """One row per (transform other than ``none``, task and ``all``): see :class:`Recovery`."""
+        """One row per (transform other than ``none``, task and ``all``): see `Recovery`."""
         import pandas as pd
 
         rows = [self.recovery(s, t).to_dict() for s in self.transforms if s != "none"

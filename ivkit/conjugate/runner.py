@@ -1,7 +1,7 @@
 """Running the probe on a base / tuned pair under several transforms, remembering every run.
 
-:func:`conjugate` is the one call: it runs :func:`~ivkit.conjugate.probe.run_probe` for every
-(model, transform) and returns a :class:`~ivkit.conjugate.results.ConjugateResult`. With
+`conjugate` is the one call: it runs `run_probe` for every
+(model, transform) and returns a `ConjugateResult`. With
 ``out=DIR`` each run is stored as ``DIR/runs/<label>__<transform>__<condition>__<key>.json`` as
 soon as it finishes, and a rerun loads it instead of generating again. The key digests what the
 outputs depend on: the model's identity, every prompt text and answer (so the items, the transform
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 class LazyModel:
     """A model loaded on first use. ``key`` names its weights for the run keys without loading
-    them: an :class:`IVModel`'s identity, or for a name or path, the name and (for a directory)
+    them: an `IVModel`'s identity, or for a name or path, the name and (for a directory)
     the size and modification time of its weight files."""
 
     def __init__(self, model: IVModel | str | Path, label: str):
@@ -121,14 +121,14 @@ def conjugate(base: IVModel | str | Path, tuned: IVModel | str | Path | None, it
     """Run the probe ``items`` on ``base`` (and ``tuned``) under every transform.
 
     Args:
-        base, tuned: :class:`IVModel` objects, or names/paths (loaded only when a run is missing).
-        items: from :func:`~ivkit.conjugate.probe.build_probe` or
-            :func:`~ivkit.conjugate.probe.load_probe_file`.
-        transforms: :class:`~ivkit.conjugate.transforms.Transform` objects; ``none`` is added
+        base, tuned: `IVModel` objects, or names/paths (loaded only when a run is missing).
+        items: from `build_probe` or
+            `load_probe_file`.
+        transforms: `Transform` objects; ``none`` is added
             first if absent (the recovery compares with it).
         out: a directory to store and resume runs in (see the module docstring).
         labels: the models' labels in tables and file names.
-        engine: ``generate_ids`` (the reference) or ``cached`` (see :mod:`~ivkit.conjugate.probe`).
+        engine: ``generate_ids`` (the reference) or ``cached`` (see `probe`).
         seed, n_boot: the recovery bootstrap.
         on_model_done: called with each model once its runs are done (the CLI and study release
             it to free memory).

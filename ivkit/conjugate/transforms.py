@@ -12,20 +12,20 @@ name        ``s``                                                 invertible?
                                                                   ``0 1 3 4 5 7`` into a letter and
                                                                   cannot restore upper case; exact
                                                                   on text with neither
-                                                                  (:attr:`Transform.exact_on`)
+                                                                  (`Transform.exact_on`)
 ``piglatin``  per word: the consonants before the first vowel     yes, on any text
             move to the end after a hyphen, then ``ay``
             (``hello`` -> ``ello-hay``, ``eat`` -> ``eat-ay``,
             ``HELLO`` -> ``ELLO-HAY``)
-``fr``,     word by word through a :class:`Lexicon` built from    **no** (several words share a
+``fr``,     word by word through a `Lexicon` built from    **no** (several words share a
 ``de``      the built-in ``english-french`` / ``english-german``  translation; unknown words are
-            tasks; unknown words kept and counted                 kept): see :mod:`.lexicon`
+            tasks; unknown words kept and counted                 kept): see `.lexicon`
 ==========  ====================================================  =================================
 
 Your own transform is two functions: ``custom("rot13", enc, dec)``. It is checked at once: if it
 claims to be invertible (it does when it has an inverse, unless ``invertible=False``) and
 ``dec(enc(x)) != x`` for one of a sample of built-in task words and seeded random strings, a
-:class:`TransformError` names it and the first counterexample.
+`TransformError` names it and the first counterexample.
 
 Gotchas
 -------
@@ -33,7 +33,7 @@ Gotchas
   all-capital word) are what make the way back exact; the hyphen-less form is ambiguous
   (``eatway`` could be "eat" or "weat").
 * ``s`` must commute with the probe's in-context tasks for a conjugated prompt to ask for the same
-  thing (:mod:`ivkit.conjugate.probe` checks this on every prompt): every built-in transform
+  thing (`ivkit.conjugate.probe` checks this on every prompt): every built-in transform
   commutes with upper- and lower-casing.
 * The inverse of a model's output is best effort: a Pig Latin word it cannot parse, or a word a
   lexicon does not know, is kept as it is.
@@ -76,7 +76,7 @@ class Transform:
         note: where and why the round trip fails, for a transform that is not invertible.
         domain: for a transform that is not invertible, the texts on which the round trip is
             exact (tested on those), or None.
-        lexicon: the :class:`Lexicon` of a translation transform.
+        lexicon: the `Lexicon` of a translation transform.
     """
 
     name: str
@@ -108,14 +108,14 @@ class Transform:
 
     def exact_on(self, text: str) -> bool:
         """Whether the round trip must be exact on ``text`` (everywhere for an invertible
-        transform; on its :attr:`domain` otherwise)."""
+        transform; on its `domain` otherwise)."""
         if self.inverse is None:
             return False
         return self.invertible or (self.domain is not None and bool(self.domain(text)))
 
     def check(self, texts: Iterable[str] | None = None) -> int:
-        """Check ``s^-1(s(x)) == x`` on every ``x`` of ``texts`` (default: :func:`sample_texts`)
-        where it must hold (:meth:`exact_on`); returns how many were checked.
+        """Check ``s^-1(s(x)) == x`` on every ``x`` of ``texts`` (default: `sample_texts`)
+        where it must hold (`exact_on`); returns how many were checked.
 
         Raises:
             TransformError: naming the transform and the first text it does not give back.
@@ -207,7 +207,7 @@ def pig_latin() -> Transform:
 
 
 def translation(lexicon: Lexicon, name: str | None = None) -> Transform:
-    """Word-level translation through ``lexicon`` (see :mod:`.lexicon`). Not invertible: its
+    """Word-level translation through ``lexicon`` (see `.lexicon`). Not invertible: its
     inverse is the reversed lexicon, best effort."""
     return Transform(name or lexicon.name, lambda x: lexicon.translate(x)[0], lexicon.back, invertible=False,
                      note="word-level; several words share a translation, unknown words are kept",
@@ -221,8 +221,8 @@ def custom(name: str, forward: Callable[[str], str], inverse: Callable[[str], st
     Args:
         invertible: whether ``inverse(forward(x)) == x`` for all text; default: True when an
             inverse is given.
-        check: test that claim now on ``texts`` (default :func:`sample_texts`: built-in task
-            words and seeded random strings), raising :class:`TransformError` naming the
+        check: test that claim now on ``texts`` (default `sample_texts`: built-in task
+            words and seeded random strings), raising `TransformError` naming the
             transform and the first counterexample.
     """
     if not isinstance(name, str) or not name.strip() or "," in name:
@@ -239,8 +239,8 @@ def custom(name: str, forward: Callable[[str], str], inverse: Callable[[str], st
 
 
 def get_transform(name: str, lexicons: dict[str, Lexicon] | None = None) -> Transform:
-    """A transform by name: a built-in one (:data:`BUILTIN_TRANSFORMS`), or a translation
-    through one of ``lexicons`` (name -> :class:`Lexicon`). A lexicon named ``fr`` or ``de`` is
+    """A transform by name: a built-in one (`BUILTIN_TRANSFORMS`), or a translation
+    through one of ``lexicons`` (name -> `Lexicon`). A lexicon named ``fr`` or ``de`` is
     merged into the built-in one (its entries win)."""
     lexicons = lexicons or {}
     if name in LEXICON_TASKS:
@@ -294,6 +294,6 @@ def task_words(tasks: Sequence[str] = ("capitalize", "english-french", "country-
 
 
 def sample_texts(seed: int = 0) -> list[str]:
-    """What :meth:`Transform.check` tests by default: 300 built-in task words and 100 random
+    """What `Transform.check` tests by default: 300 built-in task words and 100 random
     strings (seeded)."""
     return task_words(limit=50) + random_texts(100, seed)

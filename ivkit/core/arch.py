@@ -7,8 +7,8 @@ ivkit works on decoder-only causal LMs. For each one it needs to know:
   *input* is the concatenation of the per-head outputs, ``(batch, pos, n_heads * d_head)``;
 * the geometry: ``n_layers``, ``n_heads``, ``n_kv_heads``, ``d_head``, ``d_model``.
 
-:data:`ARCHITECTURES` maps a config's ``model_type`` to an :class:`ArchSpec` holding those module
-paths; :func:`register_architecture` adds one.
+`ARCHITECTURES` maps a config's ``model_type`` to an `ArchSpec` holding those module
+paths; `register_architecture` adds one.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def geometry_from_config(config: Any) -> HeadGeometry:
 
 
 def lookup_spec(model: Any) -> ArchSpec:
-    """The :class:`ArchSpec` of a Hugging Face causal LM, or a clear error naming the fix."""
+    """The `ArchSpec` of a Hugging Face causal LM, or a clear error naming the fix."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in ARCHITECTURES:
         return ARCHITECTURES[model_type]

@@ -1,7 +1,7 @@
 """Exceptions raised by ivkit.
 
 Every error names the problem and the fix in its message, so that the CLI can print it as one
-readable line. Catch :class:`IVKitError` to catch all of them.
+readable line. Catch `IVKitError` to catch all of them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ class IVKitError(Exception):
 
 class InputError(IVKitError, ValueError):
     """An argument is out of range or of the wrong kind (a layer the model does not have, an
-    unknown metric, no prompts, ...). Also a :class:`ValueError`."""
+    unknown metric, no prompts, ...). Also a `ValueError`."""
 
 
 class ModelLoadError(IVKitError):
@@ -21,7 +21,7 @@ class ModelLoadError(IVKitError):
 
 
 class UnknownArchitectureError(IVKitError):
-    """The model's architecture is not in ivkit's table (see :func:`ivkit.register_architecture`)."""
+    """The model's architecture is not in ivkit's table (see `ivkit.register_architecture`)."""
 
 
 class TaskError(IVKitError):

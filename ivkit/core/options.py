@@ -2,7 +2,7 @@
 
 Functions annotate their options with these types, and the command line builds its choices from
 the same types (Typer reads ``Literal``), so a value is spelled the same everywhere. A wrong value
-fails once, early, in :func:`check_choice`, with the allowed values and the closest one.
+fails once, early, in `check_choice`, with the allowed values and the closest one.
 
 =================  ==========================================================================
 type               values
@@ -22,7 +22,7 @@ type               values
                    injection tried, the validation split choosing)
 ``PostNorm``       Gemma's post-attention norm in a head's contribution: ``linearized``/``ignore``
 ``CleanStyle``     the style of the prompts an IV is built from: ``few_shot`` or ``instruction``
-``PromptStyle``    every prompt style (:mod:`ivkit.core.prompts`)
+``PromptStyle``    every prompt style (`ivkit.core.prompts`)
 ``TrackMode``      ``fixed`` (reference heads) or ``rerank`` (AIE per checkpoint)
 =================  ==========================================================================
 """
@@ -68,7 +68,7 @@ def option_names(names: Mapping[str, str]) -> Iterator[None]:
 
 
 def shown(name: str) -> str:
-    """How errors name option ``name`` (see :func:`option_names`)."""
+    """How errors name option ``name`` (see `option_names`)."""
     return _NAMES.get().get(name, name)
 
 
@@ -78,7 +78,7 @@ def choices(kind: Any) -> tuple[str, ...]:
 
 
 def check_choice(name: str, value: Any, kind: Any) -> Any:
-    """``value`` if it is one of ``kind``'s values; otherwise an :class:`InputError` naming the
+    """``value`` if it is one of ``kind``'s values; otherwise an `InputError` naming the
     option, the allowed values and the closest one."""
     allowed = choices(kind)
     if value in allowed:

@@ -1,7 +1,7 @@
 """Plotly figures from arrays and data frames.
 
 These functions know nothing of ivkit's result types: a result's ``.plot()`` hands them its
-numbers. Every function returns a ``plotly`` Figure; :func:`to_html` writes one to a file.
+numbers. Every function returns a ``plotly`` Figure; `to_html` writes one to a file.
 """
 
 from __future__ import annotations

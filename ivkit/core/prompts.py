@@ -11,10 +11,10 @@ A **prompt** is text that ends where the answer should start, plus that answer. 
 The **answer's first token** is what the metrics score. It is found by tokenising prompt and
 prompt+answer together, so the leading space belongs to the answer token (``" cold"`` ->
 ``"Ġcold"``). An answer whose first token is only whitespace (as with digit-split tokenizers and
-``" 1999"``) or that is empty cannot be scored; :func:`encode_prompts` reports it.
+``" 1999"``) or that is empty cannot be scored; `encode_prompts` reports it.
 
-:func:`encode_prompts` takes any object with ``tokenizer`` and ``encode(text,
-add_special_tokens=...)`` (an :class:`ivkit.IVModel`), so this module imports nothing above the
+`encode_prompts` takes any object with ``tokenizer`` and ``encode(text,
+add_special_tokens=...)`` (an `ivkit.IVModel`), so this module imports nothing above the
 core.
 """
 
@@ -78,7 +78,7 @@ class Prompt:
         answer: the answer exactly as it follows ``text`` (leading space included).
         query: the example being asked.
         demos: the demonstrations shown, as shown (labels already shuffled for ``shuffled``).
-        style: one of :data:`PROMPT_STYLES`.
+        style: one of `PROMPT_STYLES`.
         add_special_tokens: whether tokenising ``text`` should add BOS (False for chat prompts,
             whose template writes its own).
     """
@@ -117,9 +117,9 @@ def make_prompt(
 
     Args:
         query: the example asked at the end.
-        style: one of :data:`PROMPT_STYLES`.
+        style: one of `PROMPT_STYLES`.
         demos: demonstrations for ``few_shot``/``shuffled`` (and optional chat turns).
-        template: the :class:`PromptTemplate`.
+        template: the `PromptTemplate`.
         instruction: needed by ``instruction``; optional for ``chat``.
         tokenizer: needed by ``chat`` (its chat template).
         rng: needed by ``shuffled``.
@@ -266,7 +266,7 @@ def encode_prompts(model: Any, prompts: Sequence[Prompt], *, on_bad: str = "drop
     """Tokenise prompts and find each answer's first token.
 
     Args:
-        model: an :class:`~ivkit.models.IVModel` (its ``encode`` decides BOS handling).
+        model: an `IVModel` (its ``encode`` decides BOS handling).
         prompts: the prompts.
         on_bad: ``"drop"`` logs a warning naming every prompt whose answer has no usable first
             token and keeps them in ``dropped``; ``"raise"`` raises on the first one.
@@ -310,6 +310,6 @@ def prompts_to_json(prompts: Sequence[Prompt]) -> list[dict[str, Any]]:
 
 
 def prompts_from_json(records: Sequence[dict[str, Any]]) -> list[Prompt]:
-    """Inverse of :func:`prompts_to_json`."""
+    """Inverse of `prompts_to_json`."""
     return [Prompt(r["text"], r["answer"], Example(*r["query"]), tuple(Example(*d) for d in r["demos"]),
                    r["style"], bool(r["add_special_tokens"])) for r in records]

@@ -3,9 +3,9 @@
 ==========================  ===========================================  =====================
 function                    takes                                        returns
 ==========================  ===========================================  =====================
-:func:`answer_rank_prob`    logits ``(rows, vocab)``, targets ``(rows,)`` rank (0 = top-1) and
+`answer_rank_prob`    logits ``(rows, vocab)``, targets ``(rows,)`` rank (0 = top-1) and
                                                                           probability ``(rows,)``
-:func:`answer_logprob`      logits ``(rows, S, vocab)`` of the last S     summed log-probability
+`answer_logprob`      logits ``(rows, S, vocab)`` of the last S     summed log-probability
                             positions, each row's answer token ids       ``(rows,)``
 ==========================  ===========================================  =====================
 """

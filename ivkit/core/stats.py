@@ -1,9 +1,9 @@
 """Statistics on results: intervals for accuracies, agreement between rankings.
 
-* :func:`wilson_interval`: the 95% interval of an accuracy (every top-1 figure ivkit reports
+* `wilson_interval`: the 95% interval of an accuracy (every top-1 figure ivkit reports
   carries one);
-* :func:`rank_agreement`: Spearman correlation and top-k overlap of two head rankings;
-* :func:`jaccard`: overlap of two head sets.
+* `rank_agreement`: Spearman correlation and top-k overlap of two head rankings;
+* `jaccard`: overlap of two head sets.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A **task** is a list of ``{"input", "output"}`` pairs, such as ``hot -> cold``. ivkit ships the
 lexical tasks of the function-vectors repository (MIT licence, in ``ivkit/data/tasks``); any JSON
-list or JSONL file of the same shape works too (:func:`load_task`). Prompts are written from
-tasks by :mod:`ivkit.core.prompts`.
+list or JSONL file of the same shape works too (`load_task`). Prompts are written from
+tasks by `ivkit.core.prompts`.
 """
 
 from __future__ import annotations
@@ -153,11 +153,11 @@ def load_task(name_or_path: str | Path | Task, *, instruction: str | None = None
     """Load a built-in task by name, or a user file.
 
     Args:
-        name_or_path: a built-in name (see :func:`list_tasks`), a ``.json`` file holding a list of
+        name_or_path: a built-in name (see `list_tasks`), a ``.json`` file holding a list of
             ``{"input", "output"}`` objects, or a ``.jsonl`` file with one such object per line.
-            A :class:`Task` is returned unchanged.
+            A `Task` is returned unchanged.
         instruction: the instruction for the ``instruction``/``chat`` styles; defaults to the
-            built-in one (:data:`TASK_INSTRUCTIONS`), if any.
+            built-in one (`TASK_INSTRUCTIONS`), if any.
 
     Raises:
         TaskError: unknown name, missing file, invalid JSON, wrong shape, or no examples.

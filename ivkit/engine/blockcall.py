@@ -1,6 +1,6 @@
 """How a decoder block is called: the one place that knows.
 
-The exact continuation engine (:mod:`ivkit.fast`) re-runs decoder blocks by hand, on a few rows
+The exact continuation engine (`ivkit.fast`) re-runs decoder blocks by hand, on a few rows
 and positions, over a cached prefix. To do that it must re-make every argument the model itself
 passed to each block. transformers renames these from release to release (5.24 calls the KV
 cache ``cache``; 5.23 and earlier, ``past_key_values``; GPT-2 passes it positionally), so ivkit
@@ -21,7 +21,7 @@ anything else not a tensor   unchanged (flags, ``None``)
 ===========================  =====================================================================
 
 A tensor argument of any other shape cannot be re-made per row: that is an explicit capability
-check, which raises :class:`FastPathUnsupported` with the argument's name. So does a model whose
+check, which raises `FastPathUnsupported` with the argument's name. So does a model whose
 top-level ``forward`` takes no KV cache argument.
 """
 
@@ -89,7 +89,7 @@ def bind_block_call(block: torch.nn.Module, args: tuple, kwargs: dict[str, Any])
 
 
 def check_remakeable(kwargs: dict[str, Any], seq_len: int) -> None:
-    """Raise :class:`FastPathUnsupported` naming any argument the continuation cannot re-make."""
+    """Raise `FastPathUnsupported` naming any argument the continuation cannot re-make."""
     bad = [k for k, v in kwargs.items() if k != "attention_mask" and not _is_cache(v) and not _per_position(v, seq_len)
            and _has_tensor(v)]
     if bad:

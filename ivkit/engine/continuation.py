@@ -11,28 +11,28 @@ for every earlier position, which do not change.
 
 How it runs
 -----------
-1. :func:`run_prefix`: one full forward pass over ``P`` prompts keeps each layer's keys/values
+1. `run_prefix`: one full forward pass over ``P`` prompts keeps each layer's keys/values
    (a ``DynamicCache``), the input of every decoder block at the last ``S`` positions, and the
-   arguments each block received (bound by :mod:`ivkit.engine.blockcall`, the one place that
+   arguments each block received (bound by `ivkit.engine.blockcall`, the one place that
    knows how a block is called);
-2. :func:`continue_rows`: *rows* (hidden states ``(P, r, S, d_model)``, grouped by the layer
+2. `continue_rows`: *rows* (hidden states ``(P, r, S, d_model)``, grouped by the layer
    they enter at, optionally with heads to patch there) go up the layers through the model's own
-   decoder blocks. Attention inside a block is computed by :func:`_prefix_attention`: each
+   decoder blocks. Attention inside a block is computed by `_prefix_attention`: each
    prompt's cached prefix keys/values are shared by all of its rows (one batched matmul per
    prompt, no copies), and each row also attends to its own new positions; the two parts are
    combined in one softmax;
-3. :func:`read_rows`: the final norm and unembedding, a chunk of rows at a time, and a reading of
+3. `read_rows`: the final norm and unembedding, a chunk of rows at a time, and a reading of
    each row's logits (a metric, a rank).
 
-Its two users are the fast indirect effects (:mod:`ivkit.mediation.fast`: one row per head) and
-the fast layer sweep (:mod:`ivkit.evaluation.sweep`: one row per layer and scale). Both add an
-unchanged *guard row* per prompt and compare it with the full pass (:func:`check_guard`).
+Its two users are the fast indirect effects (`ivkit.mediation.fast`: one row per head) and
+the fast layer sweep (`ivkit.evaluation.sweep`: one row per layer and scale). Both add an
+unchanged *guard row* per prompt and compare it with the full pass (`check_guard`).
 
 Safety
 ------
 Anything the engine cannot re-run (an attention implementation other than sdpa/eager, a block
 argument it cannot re-make per row, a guard row that disagrees) raises
-:class:`~ivkit.engine.blockcall.FastPathUnsupported`, an explicit capability check; the caller
+`FastPathUnsupported`, an explicit capability check; the caller
 then falls back to the naive path and records that it did. Any other exception is a bug and
 propagates.
 """
@@ -98,7 +98,7 @@ class _Continuation:
 
 class _OwnKeysCache:
     """Stands in for a KV cache during the continuation: a row's new keys/values are returned as
-    they are; :func:`_prefix_attention` adds the shared prefix itself."""
+    they are; `_prefix_attention` adds the shared prefix itself."""
 
     def update(self, key_states, value_states, layer_idx=None, *args, **kwargs):
         return key_states, value_states
@@ -192,7 +192,7 @@ def fast_unavailable(model: IVModel) -> str | None:
 
 
 def check_supported(model: IVModel) -> None:
-    """Raise :class:`FastPathUnsupported` if the attention cannot be swapped for the prefix one."""
+    """Raise `FastPathUnsupported` if the attention cannot be swapped for the prefix one."""
     impl = getattr(model.model.config, "_attn_implementation", None)
     if impl not in ("sdpa", "eager"):
         raise FastPathUnsupported(f"attention implementation {impl!r} (the fast path replaces sdpa or eager)")
@@ -251,7 +251,7 @@ class RowGroup:
 
 @torch.inference_mode()
 def run_prefix(model: IVModel, sequences: list[list[int]], s: int) -> PrefixRun:
-    """One full pass over ``sequences`` keeping what continuations need (see :class:`PrefixRun`)."""
+    """One full pass over ``sequences`` keeping what continuations need (see `PrefixRun`)."""
     from transformers import DynamicCache
 
     check_supported(model)
@@ -364,7 +364,7 @@ def logits_rows_for(model: IVModel, s: int, max_memory_mb: float) -> int:
 
 def read_rows(model: IVModel, hidden: Float[Tensor, "R s d_model"],
               read: Callable[[Float[Tensor, "r s vocab"], slice], Tensor], logits_rows: int = 512) -> Tensor:
-    """Unembed ``hidden`` (:func:`final_logits`) ``logits_rows`` rows at a time and apply
+    """Unembed ``hidden`` (`final_logits`) ``logits_rows`` rows at a time and apply
     ``read(logits, rows)`` to each chunk (``rows``: the chunk's slice of ``hidden``); returns the
     reads ``(R, ...)`` as float32 on the CPU."""
     out: Tensor | None = None
@@ -380,7 +380,7 @@ def read_rows(model: IVModel, hidden: Float[Tensor, "R s d_model"],
 
 def check_guard(got: Tensor, want: Tensor, tol: float, what: str) -> None:
     """The guard rows (unchanged, continued from the bottom) must reproduce the full pass: raise
-    :class:`FastPathUnsupported` when they differ by more than ``tol``."""
+    `FastPathUnsupported` when they differ by more than ``tol``."""
     err = (got - want).abs().max().item()
     if not err <= tol:
         raise FastPathUnsupported(f"the {what} continuation differs from the full pass by {err:.2e} "

@@ -1,7 +1,7 @@
-"""Floor 6: what an IV does. Scoring prompts (:mod:`~ivkit.evaluation.scoring`), choosing the
-injection layer on the validation split (:mod:`~ivkit.evaluation.sweep`), the six-condition
-evaluation on the test split (:mod:`~ivkit.evaluation.conditions`), and steered generation
-(:mod:`~ivkit.evaluation.generation`)."""
+"""Floor 6: what an IV does. Scoring prompts (`scoring`), choosing the
+injection layer on the validation split (`sweep`), the six-condition
+evaluation on the test split (`conditions`), and steered generation
+(`generation`)."""
 
 from .conditions import CONDITIONS, Evaluation, evaluate_iv, evaluation_prompts, iv_protocol
 from .generation import generate, generate_ids

@@ -1,6 +1,6 @@
 """The six-condition evaluation of an IV on the test split.
 
-* **Evaluation** (:func:`evaluate_iv`), on the test split, same queries in every condition:
+* **Evaluation** (`evaluate_iv`), on the test split, same queries in every condition:
 
   ================  ===============================================================
   ``zero_shot``     the query alone
@@ -18,7 +18,7 @@
   ``top1`` is over every test query.
 * **Sampling noise**: with 100 test queries one query moves an accuracy by 0.01, and the 95%
   interval around 0.70 is 0.60-0.78. Every top-1 figure comes with its Wilson score
-  interval (``top1_lo``/``top1_hi``, and ``top1_icl_correct_lo``/``_hi``; :func:`wilson_interval`).
+  interval (``top1_lo``/``top1_hi``, and ``top1_icl_correct_lo``/``_hi``; `wilson_interval`).
   Evaluate on the whole test split (``n_prompts`` at least its size) for the tightest figures.
 """
 
@@ -56,13 +56,13 @@ CONDITIONS = ("zero_shot", "zero_shot_iv", "shuffled", "shuffled_iv", "few_shot"
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Accuracies of :func:`evaluate_iv`.
+    """Accuracies of `evaluate_iv`.
 
     Attributes:
         results: condition -> ``{"top1", "top1_lo", "top1_hi", "top2", "top3", "mean_prob",
             "top1_loose", "top1_loose_lo", "top1_loose_hi", "top1_icl_correct",
             "top1_icl_correct_lo", "top1_icl_correct_hi"}``: ``_lo``/``_hi`` bound the 95% Wilson
-            interval (:func:`wilson_interval`); ``top1_loose`` counts the most likely token as right
+            interval (`wilson_interval`); ``top1_loose`` counts the most likely token as right
             when it is the answer's first token up to case and spaces (right in content, whatever
             the format: it tells a lost skill from a changed format); ``top1_icl_correct`` is top-1
             on the queries clean few-shot answers right (None when there are none or
@@ -167,7 +167,7 @@ def _top1_metrics(ranks: torch.Tensor, prefix: str = "top1") -> dict[str, float 
 
 def _metrics(s: Scores, loose: torch.Tensor) -> dict[str, float]:
     """Top-1 (with its interval), top-2/3, mean probability, and ``top1_loose``: the most likely
-    token is the answer's first token up to case and spaces (:meth:`Scores.loose_hits`)."""
+    token is the answer's first token up to case and spaces (`Scores.loose_hits`)."""
     return {**_top1_metrics(s.ranks), "top2": s.accuracy(2), "top3": s.accuracy(3), "mean_prob": s.mean_prob,
             **_top1_metrics(torch.where(loose, 0, 1), "top1_loose")}
 
@@ -198,7 +198,7 @@ def evaluate_iv(
     conditions: Sequence[str] = CONDITIONS,
     injection: Injection | None = None,
 ) -> Evaluation:
-    """Top-1/2/3 first-token accuracy on the test split in the six :data:`CONDITIONS` (or the
+    """Top-1/2/3 first-token accuracy on the test split in the six `CONDITIONS` (or the
     subset named in ``conditions``).
 
     Args:
@@ -212,11 +212,11 @@ def evaluate_iv(
             extracted with, so that the test split is disjoint from the queries it was built
             and its layer chosen on; another seed logs a warning.
         template: the prompt template; default: the IV's.
-        injection: ``"residual"`` or ``"heads"`` (see :meth:`~ivkit.InstructionVector.apply`).
+        injection: ``"residual"`` or ``"heads"`` (see `apply`).
 
     The random control injects the same way with random directions of the same norms: a random
     ``(d_model,)`` vector of the IV's norm (residual), or each head set to a random direction of
-    its mean's norm (heads); see :meth:`~ivkit.InstructionVector.with_random_directions`.
+    its mean's norm (heads); see `with_random_directions`.
     """
     t0 = time.perf_counter()
     task = load_task(task)

@@ -2,11 +2,11 @@
 
 Concepts
 --------
-:func:`generate` decodes greedily by running the whole sequence through ``model.forward`` (so
+`generate` decodes greedily by running the whole sequence through ``model.forward`` (so
 through the model's backend: plain hooks, a TransformerBridge, or an nnsight trace, locally or on
 NDIF) once per new token. With an IV, ``scale * vector`` is added to the output of block
 ``layer`` at the last prompt token and at every generated token: what KV-cached generation does
-under :meth:`ivkit.InstructionVector.apply`, where the hook adds it to each new position as it
+under `ivkit.InstructionVector.apply`, where the hook adds it to each new position as it
 is processed (tested to give the same tokens). An IV whose ``injection`` is ``"heads"`` instead
 sets its heads to ``scale *`` their means at those same positions.
 
@@ -15,8 +15,8 @@ Gotchas
 * ``with iv.apply(model): model.model.generate(...)`` calls the Hugging Face model directly. That
   works on the torch and transformer-lens backends, whose hooks live on those modules, but an
   nnsight model applies interventions only inside its traces. ivkit refuses that call on an
-  nnsight model (a clear :class:`~ivkit.errors.BackendError`) rather than ignore the IV; use
-  :func:`generate`, which works everywhere.
+  nnsight model (a clear `BackendError`) rather than ignore the IV; use
+  `generate`, which works everywhere.
 * Each step re-runs the whole sequence (no KV cache), so it costs ``max_new_tokens`` full passes:
   meant for short answers. For long generations on a torch model, ``iv.apply`` with the model's
   own ``generate`` is faster and gives the same tokens.
@@ -71,7 +71,7 @@ def generate_ids(
     """The new token ids of each prompt, greedily decoded (see the module docstring).
 
     Args:
-        prompts: text(s), token-id lists, or :class:`~ivkit.EncodedPrompts`.
+        prompts: text(s), token-id lists, or `EncodedPrompts`.
         iv: an instruction vector; ``layer`` and ``scale`` default to its own.
         vector: a raw ``(d_model,)`` vector instead of ``iv`` (needs ``layer``; scale 1).
         max_new_tokens: tokens to decode per prompt.
@@ -127,7 +127,7 @@ def generate(
     """Greedy continuations of ``prompts`` through the model's backend, optionally steered.
 
     ``generate(model, "Q: lantern\\nA:", iv=iv)`` works on every backend; see
-    :func:`generate_ids` for the arguments. Each text is cut at the first EOS token and at the
+    `generate_ids` for the arguments. Each text is cut at the first EOS token and at the
     first string of ``stop`` (a newline by default: the answer line).
     """
     ids = generate_ids(model, prompts, iv=iv, vector=vector, layer=layer, scale=scale,

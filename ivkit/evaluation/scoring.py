@@ -1,5 +1,5 @@
 """Scoring prompts: the rank and probability of each prompt's answer token, optionally with an IV
-injected (:func:`score_prompts`). First-token accuracy at top-``k``: the answer's first token is
+injected (`score_prompts`). First-token accuracy at top-``k``: the answer's first token is
 among the ``k`` highest logits at the last position (rank 0 is top-1)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..vectors import InstructionVector
 
 @dataclass(frozen=True, eq=False)
 class Scores:
-    """Per-prompt results of :func:`score_prompts`.
+    """Per-prompt results of `score_prompts`.
 
     Attributes:
         ranks: ``(n,)`` rank of the answer's first token (0 = top-1).
@@ -73,8 +73,8 @@ def score_prompts(
 
     Args:
         vector: optional ``(d_model,)`` vector added after block ``layer`` at the last token, times
-            ``scale``; or an :class:`~ivkit.InstructionVector`, injected as it says
-            (:meth:`~ivkit.InstructionVector.apply`).
+            ``scale``; or an `InstructionVector`, injected as it says
+            (`apply`).
         layer: required with a plain vector; an IV's own layer otherwise.
         scale: the multiplier; default: an IV's own scale, 1 for a plain vector.
         injection: for an IV, ``"residual"`` or ``"heads"``; default: the IV's own (``"residual"``

@@ -4,7 +4,7 @@ The IV is added after each block in turn (times each scale), on zero-shot prompt
 *validation* split; the best cell (top-1 accuracy, then mean probability of the answer token) is
 the injection layer and scale. With ``injections=("residual", "heads")`` the heads injection is a
 candidate too. The test split is never used to choose anything. The sweep runs through the
-continuation engine (:mod:`ivkit.engine.continuation`), one row per (layer, scale) cell.
+continuation engine (`ivkit.engine.continuation`), one row per (layer, scale) cell.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class LayerSweep:
 
     @property
     def best_layer(self) -> int | None:
-        """The chosen cell's layer (see :meth:`best`); None when the heads injection won."""
+        """The chosen cell's layer (see `best`); None when the heads injection won."""
         return self.best()["layer"]
 
     @property
@@ -136,7 +136,7 @@ class LayerSweep:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerSweep":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of `to_dict`."""
         return cls(list(d["layers"]), list(d["scales"]), d["top1"], d["mean_prob"], d["baseline_top1"],
                    d["baseline_prob"], int(d["n"]), d.get("split", "valid"), d.get("method", "fast"),
                    float(d.get("seconds", 0.0)), d.get("heads_top1"), d.get("heads_prob"), d.get("fast_unavailable"))

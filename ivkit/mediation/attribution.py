@@ -8,7 +8,7 @@ All heads at once cost one forward and one backward pass per prompt (about three
 passes), batched over prompts. The estimate is exact when the metric is linear in the head
 outputs, and drifts where attention saturates or direct and indirect paths cancel; compare it
 with ``method="fast"`` (exact) on your task before trusting its ranking
-(:func:`ivkit.rank_agreement`).
+(`ivkit.rank_agreement`).
 """
 
 from __future__ import annotations

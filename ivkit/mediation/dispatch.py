@@ -3,17 +3,17 @@
 Concepts
 --------
 * **Mean head activation** ``mean[l, h]`` ``(d_head,)``: head ``h`` of layer ``l``'s output at the
-  last prompt token, averaged over clean prompts (:func:`ivkit.mean_head_activations`).
+  last prompt token, averaged over clean prompts (`ivkit.mean_head_activations`).
 * **Indirect effect** of head ``(l, h)`` on a corrupted prompt: set that head's last-token output
   to ``mean[l, h]``, re-run, and take ``metric(patched) - metric(corrupted)``
-  (:mod:`ivkit.mediation.metrics`; higher is better, so a positive effect means the patch helps).
+  (`ivkit.mediation.metrics`; higher is better, so a positive effect means the patch helps).
 * **AIE**: the mean over corrupted prompts (trials), ``(n_layers, n_heads)``.
 
-Methods (:data:`METHODS`, siblings below this dispatcher):
+Methods (`METHODS`, siblings below this dispatcher):
 
-* ``"naive"`` (:mod:`~ivkit.mediation.naive`): one forward pass per (trial, layer, head), the oracle;
-* ``"fast"`` (:mod:`~ivkit.mediation.fast`): the same numbers through the continuation engine;
-* ``"attribution"`` (:mod:`~ivkit.mediation.attribution`): the first-order estimate
+* ``"naive"`` (`naive`): one forward pass per (trial, layer, head), the oracle;
+* ``"fast"`` (`fast`): the same numbers through the continuation engine;
+* ``"attribution"`` (`attribution`): the first-order estimate
   ``(mean - z) · ∂metric/∂z``, all heads from one forward and one backward pass. Approximate.
 """
 
@@ -50,7 +50,7 @@ METHODS: dict[str, Callable[..., tuple[Tensor, Tensor]]] = {
 
 
 def check_mean_activations(model: IVModel, mean_acts: Tensor) -> None:
-    """Raise :class:`IncompatibleVectorError` unless ``mean_acts`` is ``(n_layers, n_heads, d_head)``."""
+    """Raise `IncompatibleVectorError` unless ``mean_acts`` is ``(n_layers, n_heads, d_head)``."""
     g = model.geometry
     want = (g.n_layers, g.n_heads, g.d_head)
     if tuple(mean_acts.shape) != want:
@@ -103,17 +103,17 @@ def indirect_effects(
     Args:
         model: the model.
         corrupted: the corrupted prompts (``shuffled`` style), one trial each.
-        mean_acts: ``(n_layers, n_heads, d_head)`` from :func:`ivkit.mean_head_activations`.
-        method: a key of :data:`METHODS`; ``None``: ``"fast"`` where the backend can run it
-            (torch, local nnsight), ``"naive"`` elsewhere (see :func:`resolve_method`).
-        metric: ``"prob"``, ``"logit"``, ``"nll"``, or an :class:`~ivkit.mediation.metrics.AnswerMetric`.
+        mean_acts: ``(n_layers, n_heads, d_head)`` from `ivkit.mean_head_activations`.
+        method: a key of `METHODS`; ``None``: ``"fast"`` where the backend can run it
+            (torch, local nnsight), ``"naive"`` elsewhere (see `resolve_method`).
+        metric: ``"prob"``, ``"logit"``, ``"nll"``, or an `AnswerMetric`.
         fallback: when ``"fast"`` cannot run on this model, compute the naive loop instead (the
             result records it) rather than raise.
         options: the method's own options (a mistyped one is an error): ``prompts_per_pass``,
             ``max_memory_mb``, ``guard_tol``, ``logits_rows`` for fast; ``batch_size`` for
             attribution.
 
-    When ``"fast"`` cannot run on a model (:class:`~ivkit.engine.blockcall.FastPathUnsupported`),
+    When ``"fast"`` cannot run on a model (`FastPathUnsupported`),
     the naive loop computes the same numbers instead, and the result records it: ``method`` is
     ``"naive"`` and ``info["fast_unavailable"]`` holds the reason (both saved in
     ``indirect_effects.json`` and ``iv.json``). Any other error propagates.

@@ -1,10 +1,9 @@
 """``method="fast"``: exact per-head indirect effects through the continuation engine.
 
-For a chunk of ``P`` corrupted prompts, one full pass keeps the prefix (:func:`~ivkit.engine.
-continuation.run_prefix`); then one *row* per (prompt, layer, head), with that head patched to its
-mean at the last prompt token, enters the network at its layer, plus one unpatched guard row per
-prompt from the bottom. All rows go up together (:func:`~ivkit.engine.continuation.
-continue_rows`) and the metric reads each row's logits. Cost per (prompt, head): about ``S``
+For a chunk of ``P`` corrupted prompts, one full pass keeps the prefix (`run_prefix`); then one
+*row* per (prompt, layer, head), with that head patched to its mean at the last prompt token, enters
+the network at its layer, plus one unpatched guard row per prompt from the bottom. All rows go up
+together (`continue_rows`) and the metric reads each row's logits. Cost per (prompt, head): about ``S``
 token-steps of the layers above the head's, instead of a full pass over ``T`` tokens; all heads and
 several prompts share every matmul. The numbers equal the naive loop's (tested to 1e-5).
 """
@@ -58,7 +57,7 @@ def fast_effects(model: IVModel, items: Sequence[MetricInputs], mean_acts: Float
                  metric: AnswerMetric, progress: bool, *, prompts_per_pass: int | None = None,
                  max_memory_mb: float = 1024.0, guard_tol: float = 1e-4, logits_rows: int | None = None
                  ) -> tuple[Float[Tensor, "trials layers heads"], Float[Tensor, " trials"]]:
-    """Per-head effects and the unpatched metric, as :func:`~ivkit.mediation.naive.naive_effects`.
+    """Per-head effects and the unpatched metric, as `naive_effects`.
 
     Args:
         prompts_per_pass: corrupted prompts per continuation; default: as many as fit in

@@ -3,7 +3,7 @@
 A metric maps the logits of each row's last ``S`` positions to one number per row, higher meaning
 closer to the right answer; an indirect effect is ``metric(patched) - metric(unpatched)``. As in
 TransformerLens's activation patching, which takes a ``patching_metric``, any callable can be one:
-wrap it in :class:`AnswerMetric`. The built-in ones (:data:`METRICS`):
+wrap it in `AnswerMetric`. The built-in ones (`METRICS`):
 
 ==========  =======================================================  ====================
 name        value                                                    positions re-run
@@ -96,7 +96,7 @@ METRICS: dict[str, AnswerMetric] = {
 
 
 def resolve_metric(metric: "MetricName | AnswerMetric") -> AnswerMetric:
-    """An :class:`AnswerMetric`: a built-in one by name, or the one given."""
+    """An `AnswerMetric`: a built-in one by name, or the one given."""
     if isinstance(metric, AnswerMetric):
         return metric
     if callable(metric):

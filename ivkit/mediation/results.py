@@ -1,4 +1,4 @@
-"""The result of causal mediation: :class:`IndirectEffects`, the average indirect effect (AIE) of
+"""The result of causal mediation: `IndirectEffects`, the average indirect effect (AIE) of
 every head, with the per-trial effects behind it."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from ..core.plots import head_heatmap
 
 @dataclass(frozen=True, eq=False)
 class IndirectEffects:
-    """Result of :func:`indirect_effects`.
+    """Result of `indirect_effects`.
 
     Attributes:
         aie: ``(n_layers, n_heads)`` average indirect effect.

@@ -2,7 +2,7 @@
 
 Concepts
 --------
-A :class:`CheckpointSeries` is an ordered list of checkpoints of the *same architecture*:
+A `CheckpointSeries` is an ordered list of checkpoints of the *same architecture*:
 
 * local directories in Hugging Face format (``CheckpointSeries.from_dirs``);
 * a training run's ``checkpoint-*`` folders, ordered by step (``from_trainer_dir``);
@@ -143,7 +143,7 @@ class CheckpointSeries:
         """Revisions (branches, tags, commits) of a hub repository, e.g. Pythia's ``step1000``
         branches; needs the hub or the revisions in the local Hugging Face cache.
 
-        ``load_kwargs`` go to :func:`~ivkit.load_model` (``cache_dir=...``, ``backend=...``, ...).
+        ``load_kwargs`` go to `load_model` (``cache_dir=...``, ``backend=...``, ...).
         The step is read from the end of each revision name (``step1000`` -> 1000)."""
         def loader(rev: str) -> Callable[[], IVModel]:
             def load() -> IVModel:
@@ -209,7 +209,7 @@ class CheckpointSeries:
         Each model is valid during its own iteration only: before the next checkpoint loads, the
         previous model's weights are released (moved to the ``meta`` device), even if the caller
         still holds it, so that memory stays at one model. Keep results, not models; to keep a
-        model, use :meth:`load`."""
+        model, use `load`."""
         for i, ck in enumerate(self.checkpoints):
             model = self.load(i)
             try:

@@ -25,7 +25,7 @@ Gotchas
   is the prompt's last token on the first step and each new token after.
 * All hooks are removed when their ``with`` block exits, even on error.
 * These context managers work on every backend (``torch``, ``transformer-lens``, ``nnsight``):
-  each one attaches an :class:`~ivkit.backends.base.Intervention` through ``model.backend``, and
+  each one attaches an `Intervention` through ``model.backend``, and
   the effect shows in the next ``model.forward(batch)``. With the torch backend the hooks are
   plain PyTorch hooks, so they also act on direct calls of the HF modules.
 """
@@ -72,7 +72,7 @@ def attached(model: IVModel, intervention: Intervention) -> Iterator[Interventio
 
 
 class HeadRecord(Intervention):
-    """Head outputs captured by :func:`record_head_outputs`.
+    """Head outputs captured by `record_head_outputs`.
 
     ``z[layer]`` is ``(B, n_heads, d_head)`` at the requested positions of the last forward pass.
     """
@@ -102,7 +102,7 @@ class HeadRecord(Intervention):
 
 class HeadPatch(Intervention):
     """Replace masked heads of ``layer`` at ``positions`` with ``values`` (see
-    :func:`patch_head_outputs`)."""
+    `patch_head_outputs`)."""
 
     site = "heads"
 
@@ -193,7 +193,7 @@ def record_head_outputs(
 ) -> Iterator[HeadRecord]:
     """Record each head's output (the attention projection's input) at ``positions``.
 
-    Yields a :class:`HeadRecord`; after a forward pass ``record.stack()`` is
+    Yields a `HeadRecord`; after a forward pass ``record.stack()`` is
     ``(B, n_layers, n_heads, d_head)``.
     """
     g = model.geometry
@@ -229,7 +229,7 @@ def patch_head_outputs(
 
 
 def patch_heads(model: IVModel, values: Mapping[tuple[int, int], torch.Tensor], *, positions: Positions | slice = -1):
-    """Convenience form of :func:`patch_head_outputs`: ``{(layer, head): value (d_head,)}``, the
+    """Convenience form of `patch_head_outputs`: ``{(layer, head): value (d_head,)}``, the
     same for every row. Returns the context manager."""
     g = model.geometry
     patches: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -243,7 +243,7 @@ def patch_heads(model: IVModel, values: Mapping[tuple[int, int], torch.Tensor], 
 
 @contextmanager
 def perturb_head_outputs(model: IVModel, *, positions: Positions = -1) -> Iterator[HeadPerturbation]:
-    """Yield a :class:`HeadPerturbation` on every layer: after a forward pass, the gradient of
+    """Yield a `HeadPerturbation` on every layer: after a forward pass, the gradient of
     anything computed from the logits with respect to ``perturbation.zeros[l]``
     ``(B, n_heads * d_head)`` is its derivative with respect to layer ``l``'s head outputs at
     ``positions``."""

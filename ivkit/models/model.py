@@ -1,9 +1,9 @@
-"""The loaded model: :class:`IVModel`, left-padded batches, and the forward pass through a backend.
+"""The loaded model: `IVModel`, left-padded batches, and the forward pass through a backend.
 
-An :class:`IVModel` holds a Hugging Face causal LM, its tokenizer, the :class:`~ivkit.ArchSpec`
-that finds its blocks and attention output projections, its :class:`HeadGeometry`, and the
-:class:`~ivkit.models.backends.Backend` that runs it. Every forward pass in ivkit goes through
-:meth:`IVModel.forward`, on a :class:`Batch` made by :meth:`IVModel.make_batch`.
+An `IVModel` holds a Hugging Face causal LM, its tokenizer, the `ArchSpec`
+that finds its blocks and attention output projections, its `HeadGeometry`, and the
+`Backend` that runs it. Every forward pass in ivkit goes through
+`IVModel.forward`, on a `Batch` made by `IVModel.make_batch`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ class IVModel:
         model: the ``transformers`` ``PreTrainedModel`` (float32, eval mode).
         tokenizer: its tokenizer.
         name: the id recorded in saved artifacts (alias, hub id or path).
-        spec: the :class:`ArchSpec` used to find blocks and projections.
-        geometry: the :class:`HeadGeometry`.
-        backend: the :class:`~ivkit.backends.base.Backend` that runs the model (``torch``,
+        spec: the `ArchSpec` used to find blocks and projections.
+        geometry: the `HeadGeometry`.
+        backend: the `Backend` that runs the model (``torch``,
             ``transformer-lens`` or ``nnsight``).
     """
 
@@ -54,7 +54,7 @@ class IVModel:
         self.prepend_bos = prepend_bos
         if backend is None:
             backend = TorchBackend()
-        #: The :class:`~ivkit.backends.base.Backend` that runs forward passes and interventions.
+        #: The `Backend` that runs forward passes and interventions.
         self.backend = backend
 
     def _check_geometry(self) -> None:
@@ -150,7 +150,7 @@ class IVModel:
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids of ``text``.
 
-        With ``add_special_tokens``, the BOS token follows :attr:`prepend_bos`: by default what
+        With ``add_special_tokens``, the BOS token follows `prepend_bos`: by default what
         the tokenizer adds (BOS for Llama-2/Gemma tokenizers; none for SmolLM2 or GPT-2)."""
         ids = list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
         bos = getattr(self.tokenizer, "bos_token_id", None)
@@ -164,7 +164,7 @@ class IVModel:
         return ids
 
     def make_batch(self, sequences: Sequence[Sequence[int]]) -> Batch:
-        """Left-pad token sequences into a :class:`Batch` on the model's device."""
+        """Left-pad token sequences into a `Batch` on the model's device."""
         if not sequences:
             raise InputError("make_batch got no sequences")
         lengths = [len(s) for s in sequences]

@@ -1,5 +1,5 @@
-"""Floor 7: the extraction pipeline. One typed configuration (:class:`ExtractConfig`), named
-stages remembered in the run directory (:mod:`~ivkit.pipeline.stages`), and :func:`extract`."""
+"""Floor 7: the extraction pipeline. One typed configuration (`ExtractConfig`), named
+stages remembered in the run directory (`stages`), and `extract`."""
 
 from .config import ExtractConfig
 from .extract import Extraction, extract

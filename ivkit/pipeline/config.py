@@ -1,10 +1,10 @@
 """One typed configuration for an extraction, checked once, here.
 
-:class:`ExtractConfig` holds every setting of :func:`ivkit.extract`. Constructing one checks every
-field (a wrong value is an :class:`~ivkit.InputError` naming the option, before any forward
-pass); :meth:`ExtractConfig.check_model` adds the checks that need the model (``top_k`` against
+`ExtractConfig` holds every setting of `ivkit.extract`. Constructing one checks every
+field (a wrong value is an `InputError` naming the option, before any forward
+pass); `ExtractConfig.check_model` adds the checks that need the model (``top_k`` against
 its heads, the method against its backend). The command line builds ``ivkit extract``'s options
-from these fields and their ``help`` metadata (:mod:`ivkit.cli.options`), so the API and the CLI
+from these fields and their ``help`` metadata (`ivkit.cli.options`), so the API and the CLI
 take the same options with the same checks.
 """
 
@@ -44,7 +44,7 @@ def _opt(default: Any, help: str, cli: str | None = None, **extra: Any) -> Any:
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Every setting of an extraction (see :func:`ivkit.extract` for what each stage does)."""
+    """Every setting of an extraction (see `ivkit.extract` for what each stage does)."""
 
     recipe: Recipe = _opt("reference", "reference (the function-vectors recipe, or what the options below say) or "
                                        "auto (tries both rankings, the top 3/5/10/20 and the greedy heads, residual and "

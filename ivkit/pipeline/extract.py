@@ -1,16 +1,16 @@
-"""The whole extraction, from a model and a task to an instruction vector (:func:`extract`).
+"""The whole extraction, from a model and a task to an instruction vector (`extract`).
 
-Stages (:mod:`ivkit.pipeline.stages`; each one is also callable on its own, and remembered in
+Stages (`ivkit.pipeline.stages`; each one is also callable on its own, and remembered in
 the run directory so an interrupted run resumes):
 
 1. **prompts**: split the task (seeded), build clean prompts from training queries, keep those
    the model answers right, record their head outputs (the mean activations), derive the
    corrupted trials;
-2. **effects**: the indirect effect of every head, per ranking (:func:`ivkit.indirect_effects`);
+2. **effects**: the indirect effect of every head, per ranking (`ivkit.indirect_effects`);
 3. **heads**: the candidate head sets (the top k of each ranking, or the prefixes of the greedy
-   path, :func:`greedy_heads`);
-4. **build** one IV per candidate (:meth:`ivkit.InstructionVector.build`);
-5. **sweep** on zero-shot prompts of the validation split (:func:`ivkit.layer_sweep`): the
+   path, `greedy_heads`);
+4. **build** one IV per candidate (`ivkit.InstructionVector.build`);
+5. **sweep** on zero-shot prompts of the validation split (`ivkit.layer_sweep`): the
    injection layer and scale, and the candidate (k, ranking, injection) with the best top-1.
 """
 
@@ -42,14 +42,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, eq=False)
 class Extraction:
-    """What :func:`extract` produced.
+    """What `extract` produced.
 
     Attributes:
         iv: the instruction vector, with its injection layer set when a sweep ran.
-        effects: the :class:`~ivkit.IndirectEffects` of every head, for the ranking the IV's
+        effects: the `IndirectEffects` of every head, for the ranking the IV's
             heads come from (``effects.info["ranking"]``; with ``selection="greedy"`` and
             ``ranking="both"``, the shuffled one).
-        sweep: the validation-split :class:`~ivkit.LayerSweep`, or None.
+        sweep: the validation-split `LayerSweep`, or None.
         timings: seconds per stage (``filter``, ``mean_activations``, ``indirect_effects``,
             ``greedy`` with ``selection="greedy"``, ``build``, ``layer_sweep``).
         filter: how many clean prompts were tried and how many the model got right.
@@ -123,18 +123,18 @@ def extract(model: IVModel, task: Task | str, config: ExtractConfig | None = Non
     """Extract an instruction vector for ``task``.
 
     Args:
-        model: an :class:`~ivkit.IVModel` (see :func:`~ivkit.load_model`).
-        task: a :class:`~ivkit.Task` or a built-in name / file path.
-        config: the settings (:class:`ExtractConfig`); or give them as keyword ``options``
+        model: an `IVModel` (see `load_model`).
+        task: a `Task` or a built-in name / file path.
+        config: the settings (`ExtractConfig`); or give them as keyword ``options``
             (``top_k=(3, 5, 10)``, ``ranking="both"``, ...), checked the same way. A mistyped
             option is an error naming the closest one.
         out: a run directory: every stage's output is remembered there (``.stages/``) as soon as
             it exists, an interrupted run resumes where it stopped and gives the same result, and
-            the artifacts (:meth:`Extraction.save`) are written there at the end.
+            the artifacts (`Extraction.save`) are written there at the end.
 
-    The settings (see :class:`ExtractConfig` for all of them): ``shots``, ``mean_prompts`` and
+    The settings (see `ExtractConfig` for all of them): ``shots``, ``mean_prompts`` and
     ``trials`` size the prompts; ``method`` and ``metric`` the indirect effects
-    (:mod:`ivkit.mediation`); ``ranking`` (``shuffled``, the function-vectors recipe;
+    (`ivkit.mediation`); ``ranking`` (``shuffled``, the function-vectors recipe;
     ``zero_shot``; ``both``), ``selection`` (``top_k`` or ``greedy``) and ``top_k`` the heads;
     ``sweep``, ``scales`` and ``injection`` (``residual``, ``heads``, ``auto``) where and how the
     IV is injected, chosen on the validation split only.

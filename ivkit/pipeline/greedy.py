@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class GreedyPath:
-    """The heads :func:`greedy_heads` added, in order, with the score after each addition.
+    """The heads `greedy_heads` added, in order, with the score after each addition.
 
     Attributes:
         heads: ``[(layer, head), ...]`` in the order they were added.
@@ -51,7 +51,7 @@ class GreedyPath:
                 "seconds": round(self.seconds, 3)}
 
     def state(self) -> dict[str, Any]:
-        """:meth:`to_dict` with the unrounded seconds and ``done``: what a resumed search needs."""
+        """`to_dict` with the unrounded seconds and ``done``: what a resumed search needs."""
         return {**self.to_dict(), "seconds": self.seconds, "done": self.done}
 
     @classmethod
@@ -83,7 +83,7 @@ def greedy_heads(
 
     At each step every head of ``pool`` not yet chosen is tried: all chosen heads plus that one
     are set to ``scale`` x their mean at the last token (the heads injection, see
-    :mod:`ivkit.vectors`) on the zero-shot ``prompts``, and the head giving the best top-1
+    `ivkit.vectors`) on the zero-shot ``prompts``, and the head giving the best top-1
     accuracy, then the best mean answer probability, is added (the earlier one in ``pool`` on an
     exact tie). The path stops when no head improves that score or ``max_heads`` are chosen.
 

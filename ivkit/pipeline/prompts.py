@@ -1,5 +1,5 @@
 """The extraction's prompts: clean prompts from training queries, filtered to the ones the model
-answers right, and the corrupted trials derived from them (:func:`prepare_prompts`)."""
+answers right, and the corrupted trials derived from them (`prepare_prompts`)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ class ExtractionPrompts:
     Attributes:
         mean: clean prompts for the mean head activations.
         mean_heads: their head outputs ``(n, n_layers, n_heads, d_head)``, recorded during the
-            filter's passes, or None (then :func:`ivkit.mean_head_activations` computes them).
+            filter's passes, or None (then `ivkit.mean_head_activations` computes them).
         corrupted: the trials: clean prompts with their demonstrations' labels shuffled.
         filter: statistics of the correctness filter.
         split: the task split they come from.
@@ -106,7 +106,7 @@ def prepare_prompts(
     batch_size: int = 16,
     progress: bool = True,
 ) -> ExtractionPrompts:
-    """The first stage of :func:`ivkit.extract`: split, build clean prompts from training queries,
+    """The first stage of `ivkit.extract`: split, build clean prompts from training queries,
     keep the ones the model gets right (recording their head outputs on the way), and derive the
     corrupted trials from the next kept ones."""
     task = load_task(task)

@@ -1,23 +1,23 @@
 """The named stages of an extraction, each one callable on its own and remembered in the run
-directory (:mod:`ivkit.pipeline.store`).
+directory (`ivkit.pipeline.store`).
 
 ==============  ==========================================================  ======================
 stage           does                                                        output
 ==============  ==========================================================  ======================
-``prompts``     split; clean prompts from training queries, filtered to     :class:`ExtractionPrompts`
+``prompts``     split; clean prompts from training queries, filtered to     `ExtractionPrompts`
                 the ones the model answers right (their head outputs        and the mean head
                 recorded on the way); the corrupted trials                  activations
-``effects_*``   indirect effects of every head, per ranking (``shuffled``:  :class:`~ivkit.IndirectEffects`
+``effects_*``   indirect effects of every head, per ranking (``shuffled``:  `IndirectEffects`
                 the corrupted trials; ``zero_shot``: zero-shot training
                 prompts)
-``heads``       the candidate head sets: the top k of each ranking, or the  :class:`Candidate` list
+``heads``       the candidate head sets: the top k of each ranking, or the  `Candidate` list
                 prefixes of the greedy path (saved after every head)
-``sweep``       each candidate's validation sweep over layer, scale and     :class:`~ivkit.LayerSweep`
+``sweep``       each candidate's validation sweep over layer, scale and     `LayerSweep`
                 injection (saved after every candidate)                     per candidate
 ==============  ==========================================================  ======================
 
-Building each candidate IV and choosing the best one are cheap and not stored. :func:`ivkit.track`
-reuses :func:`prompts_stage` and :func:`effects_stage` for its reference and per-checkpoint
+Building each candidate IV and choosing the best one are cheap and not stored. `ivkit.track`
+reuses `prompts_stage` and `effects_stage` for its reference and per-checkpoint
 measurements.
 """
 

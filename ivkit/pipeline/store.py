@@ -1,6 +1,6 @@
 """A run directory's memory of finished stages, so an interrupted extraction resumes.
 
-Each stage of :func:`ivkit.extract` writes its output to ``<out>/.stages/<stage>.json`` (and
+Each stage of `ivkit.extract` writes its output to ``<out>/.stages/<stage>.json`` (and
 ``<stage>.safetensors`` for tensors) as soon as it has it, under a *key*: a digest of everything
 the output depends on (the model's identity, the task's examples, the settings the stage reads,
 and the keys of the stages before it). A rerun into the same directory loads every stage whose key

@@ -4,19 +4,19 @@ A small GPT-2 learns in-context linear regression on a mixture of two priors ove
 (a discrete set of 64 vectors and a Gaussian), is fine-tuned on the discrete prior only, and is
 measured against the Bayes-optimal predictors:
 
-* :mod:`~ivkit.synthetic.data`: the priors and prompts (:class:`RegressionTask`,
-  :func:`sample_prompts`);
-* :mod:`~ivkit.synthetic.model`: the network (:class:`RegressionGPT2`) and the view ivkit's hooks
-  attach to (:func:`hookable`);
-* :mod:`~ivkit.synthetic.train`: :func:`pretrain`, :func:`finetune` (seeded, resumable);
-* :mod:`~ivkit.synthetic.bayes`: ridge, the discrete posterior, their mixture;
-* :mod:`~ivkit.synthetic.measure`: losses by distance and by example count, the conjugate
+* `data`: the priors and prompts (`RegressionTask`,
+  `sample_prompts`);
+* `model`: the network (`RegressionGPT2`) and the view ivkit's hooks
+  attach to (`hookable`);
+* `train`: `pretrain`, `finetune` (seeded, resumable);
+* `bayes`: ridge, the discrete posterior, their mixture;
+* `measure`: losses by distance and by example count, the conjugate
   (labels times alpha), the implied prior weight;
-* :mod:`~ivkit.synthetic.heads`: which heads carry the "which prior" inference;
-* :mod:`~ivkit.synthetic.study`: all of it, resumable (:func:`run_study`);
-* :mod:`~ivkit.synthetic.cli`: the ``ivkit synthetic`` commands.
+* `heads`: which heads carry the "which prior" inference;
+* `study`: all of it, resumable (`run_study`);
+* `cli`: the ``ivkit synthetic`` commands.
 
-Imports only floors 0-8 (never :mod:`ivkit.cli` or :mod:`ivkit.conjugate`).
+Imports only floors 0-8 (never `ivkit.cli` or `ivkit.conjugate`).
 """
 
 from .bayes import bayes_predictions, discrete_predictions, mixture_predictions, ridge_predictions

@@ -2,18 +2,18 @@
 
 Every function here predicts, for every position ``i`` of a prompt, ``y_i`` from the first ``i``
 pairs (``(x_0, y_0) .. (x_{i-1}, y_{i-1})``) and the query ``x_i``, exactly as the transformer of
-:mod:`ivkit.synthetic.model` does: inputs ``xs (batch, n, d)``, ``ys (batch, n)``, output
+`ivkit.synthetic.model` does: inputs ``xs (batch, n, d)``, ``ys (batch, n)``, output
 ``(batch, n)``. The mean squared error of the posterior mean is the least any predictor can have
 on prompts drawn from that prior.
 
 * **continuous prior** ``w ~ N(0, tau^2 I)``: the posterior mean is ridge regression,
-  ``w_hat = (X^T X + (sigma^2 / tau^2) I)^-1 X^T y`` (:func:`ridge_predictions`);
+  ``w_hat = (X^T X + (sigma^2 / tau^2) I)^-1 X^T y`` (`ridge_predictions`);
 * **discrete prior** (uniform over a set ``W`` of vectors): the posterior over ``W`` is
   ``p(w_k | D) ~ exp(-||y - X w_k||^2 / (2 sigma^2))`` and the prediction is
-  ``sum_k p(w_k | D) w_k . x`` (:func:`discrete_predictions`);
+  ``sum_k p(w_k | D) w_k . x`` (`discrete_predictions`);
 * **mixture** (discrete with probability ``p``): the posterior probability of the discrete prior
-  compares the two marginal likelihoods (:func:`discrete_posterior`), and the prediction mixes the
-  two predictions with it (:func:`mixture_predictions`).
+  compares the two marginal likelihoods (`discrete_posterior`), and the prediction mixes the
+  two predictions with it (`mixture_predictions`).
 
 Ridge is linear in ``y``: scaling every label by ``alpha`` scales its prediction by ``alpha``, so
 the conjugate (scale the labels, divide the prediction by ``alpha``) leaves it unchanged. The
@@ -118,7 +118,7 @@ def discrete_posterior(xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch 
 def mixture_predictions(xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch n"], table: Float[Tensor, "k d"], *,
                         noise: float, tau: float, p_discrete: float) -> Float[Tensor, "batch n"]:
     """The mixture prior's posterior mean: the discrete and the ridge predictions weighted by the
-    posterior probability of each prior (:func:`discrete_posterior`)."""
+    posterior probability of each prior (`discrete_posterior`)."""
     post = discrete_posterior(xs, ys, table, noise=noise, tau=tau, p_discrete=p_discrete)
     dis = discrete_predictions(xs, ys, table, noise=noise).double()
     rid = ridge_predictions(xs, ys, noise=noise, tau=tau).double()

@@ -56,7 +56,7 @@ def _setup(quiet: bool, threads: int) -> None:
 
 
 def _checked(build: Callable[[], Any]) -> Any:
-    """Build settings; an :class:`InputError` becomes a usage error (exit 2) before any work."""
+    """Build settings; an `InputError` becomes a usage error (exit 2) before any work."""
     try:
         with option_names(FLAGS):
             return build()

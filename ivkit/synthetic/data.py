@@ -8,14 +8,14 @@ A *prompt* is ``n_points`` pairs ``(x_i, y_i)`` with ``x_i ~ N(0, I_d)`` and
 The weights ``w`` come from one of two priors:
 
 * **discrete**: ``w`` is one of ``n_discrete`` (64) fixed vectors, drawn once from
-  ``N(0, tau^2 I_d)`` with ``discrete_seed`` and then kept (:func:`discrete_set`); each is equally
+  ``N(0, tau^2 I_d)`` with ``discrete_seed`` and then kept (`discrete_set`); each is equally
   likely;
 * **continuous**: ``w ~ N(0, tau^2 I_d)``.
 
 Pretraining draws each prompt's prior from the *mixture*: discrete with probability
 ``p_discrete``, else continuous. Fine-tuning uses the discrete prior only.
 
-Everything is seeded: :func:`sample_prompts` with the same :class:`RegressionTask`, prior, size
+Everything is seeded: `sample_prompts` with the same `RegressionTask`, prior, size
 and seed returns the same tensors, on any machine (the draws use a CPU ``torch.Generator``).
 
 Gotchas
@@ -165,7 +165,7 @@ def sample_prompts(task: RegressionTask, n_prompts: int, prior: Prior, seed: int
         prior: ``"discrete"``, ``"continuous"`` or ``"mixture"`` (discrete with probability
             ``task.p_discrete``).
         seed: an int (the same int gives the same prompts) or a ``torch.Generator``.
-        discrete: the discrete set, if already computed (:func:`discrete_set`).
+        discrete: the discrete set, if already computed (`discrete_set`).
         active_dims: keep only the first ``active_dims`` coordinates of ``x`` and ``w`` (the rest
             are zero; the labels follow), as a training curriculum does. The random draws are the
             same as without it.

@@ -4,22 +4,22 @@ prior", and what fine-tuning does to them.
 Three measurements, all at the *query* position (the last input, whose label is predicted from the
 ``n`` examples before it), for each ``n`` in ``examples``:
 
-* :func:`rank_heads`: for every head, put its continuous-prior output (``source="mean"``: its
+* `rank_heads`: for every head, put its continuous-prior output (``source="mean"``: its
   mean over continuous-prior prompts, the instruction-vector recipe; ``source="paired"``: its
   output on the i-th continuous-prior prompt) into runs on discrete-prior prompts, and measure how
   far the prediction moves toward the ridge answer (the continuous prior's Bayes answer) of the
   discrete-prior prompt: ``score = sum_i (patched_i - clean_i)(ridge_i - clean_i) /
   sum_i (ridge_i - clean_i)^2`` (1: all the way to ridge, 0: no move, negative: away). Pooled over
   ``examples``; bootstrap intervals over prompts.
-* :func:`compare_rankings`: the same heads' scores in the pretrained and the fine-tuned model, and
+* `compare_rankings`: the same heads' scores in the pretrained and the fine-tuned model, and
   the agreement of the two rankings.
-* :func:`patch_from_pretrained`: on continuous-prior prompts, replace chosen heads' outputs in the
+* `patch_from_pretrained`: on continuous-prior prompts, replace chosen heads' outputs in the
   fine-tuned model with the pretrained model's outputs on the same prompt, and measure the loss
   (next to the fine-tuned and pretrained models, and ``k`` random heads as a control).
 
-The interventions are ivkit's own (:func:`ivkit.models.hooks.record_head_outputs` and
-:func:`~ivkit.models.hooks.patch_head_outputs`), attached to the GPT-2 modules through
-:func:`ivkit.synthetic.model.hookable`: the head outputs are the input of ``attn.c_proj``, so a
+The interventions are ivkit's own (`ivkit.models.hooks.record_head_outputs` and
+`patch_head_outputs`), attached to the GPT-2 modules through
+`ivkit.synthetic.model.hookable`: the head outputs are the input of ``attn.c_proj``, so a
 patch reaches the residual stream through ``W_O`` as a real head output would.
 """
 

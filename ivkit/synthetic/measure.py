@@ -6,17 +6,17 @@ number of examples ``0 .. n_points - 1``. Every number below is a mean over prom
 interval over prompts (t intervals for means and paired differences of means, bootstrap
 intervals for ratios and for stratified differences).
 
-* :func:`measure_losses` runs models (e.g. ``{"pretrained": ..., "fine-tuned": ...}``), each
+* `measure_losses` runs models (e.g. ``{"pretrained": ..., "fine-tuned": ...}``), each
   with every label scale ``alpha`` of the conjugate (labels times ``alpha``, prediction divided
-  by ``alpha``), and the Bayes-optimal references of :mod:`ivkit.synthetic.bayes`, and keeps
-  every squared error in a :class:`PromptLosses` (save it, load it, derive the results):
-* :meth:`PromptLosses.curves` -> :class:`LossCurves`: loss against the number of examples;
-* :meth:`PromptLosses.by_distance` -> :class:`DistanceProfile`: the loss increase from
+  by ``alpha``), and the Bayes-optimal references of `ivkit.synthetic.bayes`, and keeps
+  every squared error in a `PromptLosses` (save it, load it, derive the results):
+* `PromptLosses.curves` -> `LossCurves`: loss against the number of examples;
+* `PromptLosses.by_distance` -> `DistanceProfile`: the loss increase from
   fine-tuning (and what the conjugate leaves of it) against the distance of the true ``w`` to the
   discrete set, plus near-minus-far at matched ``||w||``;
-* :func:`conjugate_sweep` -> :class:`ConjugateSweep`: loss against ``alpha``, ``alpha`` chosen on
+* `conjugate_sweep` -> `ConjugateSweep`: loss against ``alpha``, ``alpha`` chosen on
   validation prompts and reported on test prompts;
-* :func:`implied_prior` -> :class:`ImpliedPrior`: the weight of the discrete prior with which the
+* `implied_prior` -> `ImpliedPrior`: the weight of the discrete prior with which the
   Bayes mixture predicts most like each model (the model's "which prior" inference, in one
   number).
 
@@ -24,7 +24,7 @@ Gotchas
 -------
 * The distance to the discrete set and ``||w||`` are correlated (far points are mostly long
   vectors, whose errors are larger at few examples), so loss against distance mixes the two;
-  :meth:`PromptLosses.by_distance` therefore also reports near-minus-far within quartiles of
+  `PromptLosses.by_distance` therefore also reports near-minus-far within quartiles of
   ``||w||``.
 * The squared error includes the label noise (``sigma^2`` per prediction): no predictor goes
   below ``noise**2``.
@@ -96,7 +96,7 @@ def bootstrap_interval(stat, arrays: Sequence[np.ndarray], *, n_boot: int = 1000
 
     ``stat(w, *arrays)`` computes the statistic from per-prompt ``arrays`` (first axis: prompts)
     under each row of resampling weights ``w`` ``(draws, n)`` (how often each prompt is drawn) and
-    returns ``(draws,)``; use :func:`weighted_mean` inside it. The estimate is ``stat`` with every
+    returns ``(draws,)``; use `weighted_mean` inside it. The estimate is ``stat`` with every
     weight 1. All draws are computed at once.
     """
     n = len(arrays[0])
@@ -245,7 +245,7 @@ def measure_losses(models: Mapping[str, RegressionGPT2], prompts: RegressionProm
                    alphas: Sequence[float] = (1.0,), predictors: Sequence[Predictor] = ("zero", "ridge", "discrete", "mixture"),
                    prior: str = "continuous") -> PromptLosses:
     """Squared errors of every model at every label scale in ``alphas`` (the conjugate; 1 = none)
-    and of the reference ``predictors`` (named as in :data:`REFERENCE_NAMES`), on ``prompts``."""
+    and of the reference ``predictors`` (named as in `REFERENCE_NAMES`), on ``prompts``."""
     alphas = check_finite("alphas", alphas)
     if any(a == 0 for a in alphas):
         raise InputError("alphas must be non-zero: the conjugate divides the prediction by alpha")

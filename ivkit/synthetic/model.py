@@ -15,8 +15,8 @@ Hooks
 -----
 The network keeps ``transformers``' modules, at the paths of GPT-2 in ivkit's architecture table
 (blocks ``transformer.h``, head outputs at the input of ``attn.c_proj``). ``IVModel`` needs a
-tokenizer and runs token ids, which a regression model has neither of, so :func:`hookable` wraps
-the network in a :class:`HookedRegression`: the attributes ivkit's interventions use (``model``,
+tokenizer and runs token ids, which a regression model has neither of, so `hookable` wraps
+the network in a `HookedRegression`: the attributes ivkit's interventions use (``model``,
 ``spec``, ``geometry``, ``backend``, ``block``, ``attn_out_proj``), so that
 ``ivkit.models.hooks.record_head_outputs`` and ``patch_head_outputs`` work on it unchanged; the
 forward pass is then the network's own call::
@@ -82,7 +82,7 @@ class RegressionGPT2(nn.Module):
     """GPT-2 blocks with a linear read-in and read-out (see the module docstring).
 
     Attributes:
-        settings: the :class:`ModelConfig`.
+        settings: the `ModelConfig`.
         config: the ``GPT2Config`` (so that ivkit's architecture table finds ``model_type='gpt2'``).
         read_in: ``Linear(d + 1, n_embd)``.
         transformer: the ``transformers.GPT2Model``.
@@ -124,8 +124,8 @@ class RegressionGPT2(nn.Module):
 
 @dataclass
 class HookedRegression:
-    """What ivkit's interventions need of a model, for a :class:`RegressionGPT2`
-    (see the module docstring). Make one with :func:`hookable`."""
+    """What ivkit's interventions need of a model, for a `RegressionGPT2`
+    (see the module docstring). Make one with `hookable`."""
 
     model: RegressionGPT2
     spec: ArchSpec

@@ -1,11 +1,11 @@
 """The whole synthetic study in one call, resumable: pretrain, fine-tune, measure, look at heads.
 
-:func:`run_study` writes into ``out``:
+`run_study` writes into ``out``:
 
 ===========================  ===============================================================
-``pretrain/checkpoint-*``    pretraining on the mixture (:mod:`ivkit.synthetic.train`)
+``pretrain/checkpoint-*``    pretraining on the mixture (`ivkit.synthetic.train`)
 ``finetune/checkpoint-*``    fine-tuning on the discrete prior, from the last pretraining one
-``measure/*.safetensors``    every squared error (:class:`~ivkit.synthetic.measure.PromptLosses`)
+``measure/*.safetensors``    every squared error (`PromptLosses`)
 ``heads/*.json``             head rankings and the head-patching recovery
 ``*/key.json``               what each stage was computed from (settings, weight digests) and
                              how long it took
@@ -66,8 +66,8 @@ class StudyConfig:
     """Every setting of the study.
 
     Attributes:
-        task, model: the data and the network (:class:`RegressionTask`, :class:`ModelConfig`).
-        pretrain, finetune: the two training phases (:class:`TrainConfig`).
+        task, model: the data and the network (`RegressionTask`, `ModelConfig`).
+        pretrain, finetune: the two training phases (`TrainConfig`).
         n_test, n_validation: prompts per prior for reporting and for choosing.
         alphas: the conjugate's label scales (1 is no conjugate and must be included).
         examples: the window of in-context example counts each prompt's loss is averaged over.
@@ -128,7 +128,7 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class StudyResult:
-    """Everything :func:`run_study` measured (each part has ``to_pandas``, ``plot`` and a readable
+    """Everything `run_study` measured (each part has ``to_pandas``, ``plot`` and a readable
     repr), and how long each stage took."""
 
     out: Path

@@ -354,7 +354,7 @@ def _result(out: Path, phase: str, state: dict[str, Any], *, skipped: bool) -> T
 
 def pretrain(out: str | Path, task: RegressionTask | None = None, model: ModelConfig | None = None,
              config: TrainConfig | None = None, *, progress: bool = True) -> TrainRun:
-    """Pretrain on the mixture of the two priors (:func:`train` with ``phase="pretrain"``)."""
+    """Pretrain on the mixture of the two priors (`train` with ``phase="pretrain"``)."""
     task = task or RegressionTask()
     model = model or ModelConfig(dim=task.dim, n_points=task.n_points)
     return train(out, "pretrain", task, model, config or TrainConfig(), progress=progress)
@@ -367,8 +367,8 @@ FINETUNE_DEFAULT = TrainConfig(steps=500, lr=1e-3, warmup=20, schedule="constant
 
 def finetune(out: str | Path, init: str | Path, task: RegressionTask | None = None, config: TrainConfig | None = None,
              *, progress: bool = True) -> TrainRun:
-    """Fine-tune the network of checkpoint folder ``init`` on the discrete prior only (:func:`train`
-    with ``phase="finetune"``), by default with :data:`FINETUNE_DEFAULT`. ``task`` defaults to the
+    """Fine-tune the network of checkpoint folder ``init`` on the discrete prior only (`train`
+    with ``phase="finetune"``), by default with `FINETUNE_DEFAULT`. ``task`` defaults to the
     pretraining task (read from ``init``); another task must have the same discrete set (``dim``,
     ``tau``, ``n_discrete``, ``discrete_seed``)."""
     init = Path(init)

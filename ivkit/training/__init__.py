@@ -1,4 +1,4 @@
-"""Floor 8: fine-tuning on transformers' Trainer, plain or IV-guided (:func:`finetune`), and a
+"""Floor 8: fine-tuning on transformers' Trainer, plain or IV-guided (`finetune`), and a
 callback that watches IVs while a model trains."""
 
 from .config import FinetuneConfig, GuidanceConfig

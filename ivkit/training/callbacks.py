@@ -1,6 +1,6 @@
-"""Watching instruction vectors while a model trains: a :class:`transformers.TrainerCallback`.
+"""Watching instruction vectors while a model trains: a `transformers.TrainerCallback`.
 
-Every ``every`` steps (and before the first), :class:`IVTracking` measures, on the model being
+Every ``every`` steps (and before the first), `IVTracking` measures, on the model being
 trained and for each held-apart task with a reference IV (extracted on the model before
 fine-tuning):
 
@@ -16,8 +16,8 @@ fine-tuning):
 
 The numbers go into the Trainer's log (``trainer.state.log_history`` and every logger the Trainer
 reports to: TensorBoard, W&B, ...), so forgetting shows while it happens, not only across saved
-checkpoints. Insert it before the reporting callbacks (:meth:`IVTracking.install`, done for you by
-:func:`ivkit.finetune`) so that they see the numbers.
+checkpoints. Insert it before the reporting callbacks (`IVTracking.install`, done for you by
+`ivkit.finetune`) so that they see the numbers.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class IVTracking(TrainerCallback):
     every ``every`` steps (see the module docstring).
 
     Args:
-        model: the :class:`~ivkit.IVModel` whose weights are being trained.
-        references: task (a name, a file or a :class:`~ivkit.Task`) -> its IV on the model before
-            fine-tuning (:func:`ivkit.extract`).
+        model: the `IVModel` whose weights are being trained.
+        references: task (a name, a file or a `Task`) -> its IV on the model before
+            fine-tuning (`ivkit.extract`).
         every: measure every this many optimizer steps.
         n_prompts: clean prompts for the means, and validation queries for the alignment/accuracy.
         accuracy: also measure zero-shot + IV and 10-shot top-1.

@@ -1,5 +1,5 @@
-"""The settings of a fine-tuning run (:class:`FinetuneConfig`) and of IV-guided training
-(:class:`GuidanceConfig`), each checked once, on construction."""
+"""The settings of a fine-tuning run (`FinetuneConfig`) and of IV-guided training
+(`GuidanceConfig`), each checked once, on construction."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def _positive(name: str, value: float, *, zero: bool = False) -> float:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """How a model is fine-tuned (on :class:`transformers.Trainer`)."""
+    """How a model is fine-tuned (on `transformers.Trainer`)."""
 
     steps: int = _opt(100, "optimizer steps")
     save_every: int = _opt(20, "save a checkpoint every this many steps (and at the last)")
@@ -81,7 +81,7 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class GuidanceConfig:
-    """IV-guided training (see :mod:`ivkit.training.guided`): the weights of the KL terms toward the
+    """IV-guided training (see `ivkit.training.guided`): the weights of the KL terms toward the
     IV-steered model before fine-tuning, and the schedule of the IV added to the student."""
 
     alpha_last: float = _opt(20.0, "weight of the KL at the last prompt token")

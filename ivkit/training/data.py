@@ -44,7 +44,7 @@ class Features:
 
 def build_features(model: Any, examples: Sequence[Example], *, instruction: str | None, chat: bool,
                    template: PromptTemplate, max_len: int) -> list[Features]:
-    """Tokens, labels and prompt ends of ``examples`` (``model``: an :class:`ivkit.IVModel`).
+    """Tokens, labels and prompt ends of ``examples`` (``model``: an `ivkit.IVModel`).
     A sequence longer than ``max_len`` loses tokens from its start (the prompt), never its answer."""
     eos = model.tokenizer.eos_token_id
     out = []
@@ -82,7 +82,7 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 class Collator:
-    """Right-pads a list of :class:`FeatureDataset` items into a batch (training needs no
+    """Right-pads a list of `FeatureDataset` items into a batch (training needs no
     last-token alignment): ``input_ids``, ``attention_mask``, ``labels`` ``(B, T)``, and
     ``prompt_end``, ``index`` ``(B,)``."""
 

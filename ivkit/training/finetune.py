@@ -1,9 +1,9 @@
-"""Fine-tuning on :class:`transformers.Trainer`, plain or IV-guided, seeded and resumable.
+"""Fine-tuning on `transformers.Trainer`, plain or IV-guided, seeded and resumable.
 
 Concepts
 --------
 * **Data**: ``{"input", "output"}`` pairs (a task name or file) written as instruction prompts
-  (:mod:`ivkit.training.data`); the loss is the causal-LM loss on the answer tokens only.
+  (`ivkit.training.data`); the loss is the causal-LM loss on the answer tokens only.
 * **The trainer** is Hugging Face's: AdamW, the learning-rate schedule and warmup, gradient
   clipping and accumulation, checkpoints in its layout (``OUT/checkpoint-<step>/``: the model or
   the LoRA adapter, the tokenizer, ``trainer_state.json``; the newest also keeps the optimizer,
@@ -11,7 +11,7 @@ Concepts
   ``accelerate launch`` (several GPUs, DeepSpeed or FSDP, or several CPU processes).
 * **Full fine-tuning** (default) or **LoRA** (``lora=True``, through ``peft``: rank 8, alpha 16 on
   ``q_proj`` and ``v_proj`` by default, as in Jiang et al.).
-* **IV-guided training** (``iv=...``): see :mod:`ivkit.training.guided`. The teacher's outputs are
+* **IV-guided training** (``iv=...``): see `ivkit.training.guided`. The teacher's outputs are
   computed once, before the first step, and kept in ``OUT/teacher_cache.safetensors``.
 * **Seeded and resumable**: the data order, LoRA's initialisation and dropout follow ``seed``; a
   rerun into the same ``OUT`` continues from the newest complete checkpoint (its optimizer,
@@ -98,17 +98,17 @@ def finetune(model: IVModel | str, data: Task | str, out: str | Path, config: Fi
     """Fine-tune on ``data`` and save a checkpoint every ``save_every`` steps.
 
     Args:
-        model: an :class:`~ivkit.IVModel` or anything :func:`~ivkit.load_model` takes. Trained in
+        model: an `IVModel` or anything `load_model` takes. Trained in
             place (full fine-tuning); pass a fresh load if you still need the original.
         data: a task name or a JSON/JSONL file of ``{"input", "output"}``; all its examples train.
         out: the run directory.
-        config: the settings (:class:`~ivkit.training.config.FinetuneConfig`), or give them as
+        config: the settings (`FinetuneConfig`), or give them as
             keyword ``options`` (``steps=80, lr=2e-4, lora=True, ...``).
         iv: an IV (or its directory) of the training task, built on this model: IV-guided training
-            with ``guidance`` (default :class:`~ivkit.training.config.GuidanceConfig`).
+            with ``guidance`` (default `GuidanceConfig`).
         track: held-apart task -> its IV on the model before fine-tuning: every ``track_every``
             steps their IV similarity and residual alignment go into the log
-            (:class:`~ivkit.training.callbacks.IVTracking`).
+            (`IVTracking`).
         callbacks: more Trainer callbacks.
         resume: continue from the newest checkpoint in ``out`` (else refuse a non-empty ``out``).
     """

@@ -4,11 +4,11 @@ Two parts, both around the IV of the *training* task, built from the model befor
 
 * **Progressive intervention.** The IV is added to the student (the model being trained) at the
   last prompt token, at full strength for the first 25% of the steps; from 25% to 75% its
-  strength falls to 0 in steps of 0.1; after that, none (:func:`iv_strength`). The model first
+  strength falls to 0 in steps of 0.1; after that, none (`iv_strength`). The model first
   learns the task with the IV's help, then without it. (``schedule="constant"`` keeps it on;
   ``"none"`` never adds it.)
 * **KL toward the IV-steered original model.** The teacher is the model before fine-tuning,
-  frozen, with the IV injected (:mod:`ivkit.training.teacher`, cached per example). The loss is
+  frozen, with the IV injected (`ivkit.training.teacher`, cached per example). The loss is
 
   ``task + alpha_last * KL_last * [KL_last > thr] + alpha_answer * KL_answer * [KL_answer > thr]``
   ``(+ consistency * MSE_heads * [MSE_heads > thr_c])``
@@ -19,7 +19,7 @@ Two parts, both around the IV of the *training* task, built from the model befor
   the IV's heads' outputs at the last prompt token with theirs before fine-tuning.
 
 Defaults follow the reference: ``alpha_last=20``, ``alpha_answer=0.1``, thresholds 0.1 and 0.01,
-temperature 2 (:class:`~ivkit.training.config.GuidanceConfig`). Every term is logged on its own.
+temperature 2 (`GuidanceConfig`). Every term is logged on its own.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ last prompt token (Jiang et al.). Frozen means its outputs depend only on the ex
 of a second forward pass every step (as the authors' code does), ivkit runs it once per example
 before training and keeps, per position that predicts an answer token (the last prompt token
 first), the top ``k`` logits, their token ids, and the log-sum-exp of all logits at the KL's
-temperature. That is enough for the KL of :func:`bucket_kl` (exact when ``k`` is the vocabulary;
+temperature. That is enough for the KL of `bucket_kl` (exact when ``k`` is the vocabulary;
 otherwise the tokens outside the top ``k`` form one bucket, which can only lower the KL), and it
 leaves one model in memory instead of two.
 

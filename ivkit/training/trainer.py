@@ -1,5 +1,5 @@
-"""ivkit's :class:`transformers.Trainer`: the task loss on answer tokens, plus (for IV-guided
-training) the terms of :class:`~ivkit.training.guided.GuidedObjective`, each logged on its own.
+"""ivkit's `transformers.Trainer`: the task loss on answer tokens, plus (for IV-guided
+training) the terms of `GuidedObjective`, each logged on its own.
 
 Everything else (optimizer, schedules, warmup, clipping, gradient accumulation, checkpoints with
 their optimizer and RNG state, resumption, ``accelerate launch`` across processes) is the
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 class IVKitTrainer(Trainer):
     """A Trainer whose batches carry ``prompt_end`` and ``index`` (see
-    :class:`~ivkit.training.data.Collator`), and whose loss adds the guided terms when given
+    `Collator`), and whose loss adds the guided terms when given
     ``objective``."""
 
     def __init__(self, *args: Any, objective: GuidedObjective | None = None, **kwargs: Any):

@@ -1,5 +1,5 @@
 """Floor 5: the instruction vector, built from mean head activations and a head ranking, saved,
-loaded and injected (:class:`InstructionVector`)."""
+loaded and injected (`InstructionVector`)."""
 
 from .iv import INJECTIONS, InstructionVector, head_contributions, random_like
 

@@ -107,7 +107,7 @@ def head_contributions(model: IVModel, mean_acts: Float[Tensor, "layers heads d_
 
 
 def check_weights_local(model: IVModel) -> None:
-    """Raise :class:`~ivkit.errors.BackendError` if ``W_O`` is not on this machine (a remote model)."""
+    """Raise `BackendError` if ``W_O`` is not on this machine (a remote model)."""
     if any(p.device.type == "meta" for p in model.attn_out_proj(0).parameters()):
         raise BackendError(
             f"the weights of {model.name} are not on this machine (remote model), and building an IV "
@@ -188,7 +188,7 @@ class InstructionVector:
 
         Args:
             mean_acts: ``(n_layers, n_heads, d_head)``.
-            effects: :class:`IndirectEffects` or an AIE tensor ``(n_layers, n_heads)``; the top
+            effects: `IndirectEffects` or an AIE tensor ``(n_layers, n_heads)``; the top
                 ``k`` heads are used. Not needed when ``heads`` is given.
             heads: explicit ``[(layer, head), ...]`` instead of the top ``k``.
             post_norm: see the module docstring.
@@ -267,7 +267,7 @@ class InstructionVector:
     # ---- compatibility and application ---------------------------------------------------
 
     def check_compatible(self, model: IVModel) -> None:
-        """Raise :class:`IncompatibleVectorError` if the IV was built on a model of another
+        """Raise `IncompatibleVectorError` if the IV was built on a model of another
         architecture or geometry. A different checkpoint of the same architecture is fine."""
         m = self.meta.get("model", {})
         g = model.geometry.to_dict()
@@ -290,7 +290,7 @@ class InstructionVector:
 
     def resolve_injection(self, layer: int | None = None, injection: Injection | None = None
                           ) -> tuple[Injection, int | None]:
-        """The ``(injection, layer)`` that :meth:`apply` would use for these arguments (the IV's own
+        """The ``(injection, layer)`` that `apply` would use for these arguments (the IV's own
         by default; a given ``layer`` means residual injection there), or a clear error."""
         injection = check_choice("injection", injection or ("residual" if layer is not None else self.injection),
                                  Injection)
@@ -323,9 +323,9 @@ class InstructionVector:
     @contextmanager
     def _injected(self, model: IVModel, injection: Injection, layer: int | None, scale: float | None,
                   positions: Positions | slice = -1) -> Iterator[None]:
-        """:meth:`apply` without the compatibility check, for callers that checked once and
+        """`apply` without the compatibility check, for callers that checked once and
         inject many times (per batch, per generated token); ``injection`` and ``layer`` as
-        returned by :meth:`resolve_injection`."""
+        returned by `resolve_injection`."""
         scale = self.scale if scale is None else scale
         if injection == "heads":
             with patch_heads(model, {hd: scale * m for hd, m in zip(self.heads, self.head_means)},
@@ -374,7 +374,7 @@ class InstructionVector:
 
     @classmethod
     def load(cls, directory: str | Path, model: IVModel | None = None) -> "InstructionVector":
-        """Read an IV saved by :meth:`save`. With ``model``, also check it fits that model."""
+        """Read an IV saved by `save`. With ``model``, also check it fits that model."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

@@ -170,7 +170,7 @@ def test_both_rankings_are_chosen_on_the_validation_split(tmp_path, tiny_llama, 
 
 
 def _hand_greedy(model, enc, means, pool, scale, max_heads):
-    """Independent oracle for :func:`greedy_heads`: plain forward pre-hooks on the output
+    """Independent oracle for `greedy_heads`: plain forward pre-hooks on the output
     projections, one prompt at a time, no ivkit scoring or injection code."""
     g = model.geometry
 

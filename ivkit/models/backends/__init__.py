@@ -1,4 +1,4 @@
-"""Backends: the frameworks ivkit can run a model through (see :mod:`ivkit.models.backends.base`).
+"""Backends: the frameworks ivkit can run a model through (see `ivkit.models.backends.base`).
 
 =====================  ============================================  ==============================
 name                   model form                                    needs
@@ -9,8 +9,8 @@ name                   model form                                    needs
                        ``LanguageModel``
 =====================  ============================================  ==============================
 
-Each backend registers itself (:func:`register_backend`); a new one is a module with a
-registered :class:`Backend` subclass, imported here. None imports its framework until it is used.
+Each backend registers itself (`register_backend`); a new one is a module with a
+registered `Backend` subclass, imported here. None imports its framework until it is used.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from . import nnsight_backend, tl_backend, torch_backend  # noqa: F401  (each registers itself)
 from .base import Backend, Intervention, backend_for_object, backend_names, get_backend, register_backend
 
-#: The names :func:`ivkit.load_model` accepts for ``backend=``.
+#: The names `ivkit.load_model` accepts for ``backend=``.
 BACKENDS = backend_names()
 
 __all__ = ["BACKENDS", "Backend", "Intervention", "backend_for_object", "backend_names", "get_backend",

@@ -12,18 +12,18 @@ site         what                                                    tensor seen
 ``"block"``  the output of decoder block ``l`` (the residual stream)  ``(B, T, d_model)``
 ===========  ======================================================  ===========================
 
-An :class:`Intervention` is a small object with ``site``, ``layers`` and a method
+An `Intervention` is a small object with ``site``, ``layers`` and a method
 ``edit(layer, x) -> x' | None`` that either returns a replacement for ``x`` or ``None`` (it only
-read ``x``). A :class:`Backend` knows how to run the model on a left-padded
-:class:`~ivkit.models.Batch` and call the attached interventions at their sites, in layer order.
+read ``x``). A `Backend` knows how to run the model on a left-padded
+`Batch` and call the attached interventions at their sites, in layer order.
 The rest of ivkit (mean activations, indirect effects, building and injecting an IV, evaluation)
-only attaches interventions and calls :meth:`Backend.forward`; it never touches a framework's own
+only attaches interventions and calls `Backend.forward`; it never touches a framework's own
 hook API. Three backends exist:
 
-* ``torch`` (:mod:`ivkit.backends.torch_backend`): forward hooks on the Hugging Face modules;
-* ``transformer-lens`` (:mod:`ivkit.backends.tl_backend`): hook points of a TransformerLens 4.x
+* ``torch`` (`ivkit.backends.torch_backend`): forward hooks on the Hugging Face modules;
+* ``transformer-lens`` (`ivkit.backends.tl_backend`): hook points of a TransformerLens 4.x
   ``TransformerBridge`` (``blocks.{l}.attn.hook_z``, ``blocks.{l}.hook_out``);
-* ``nnsight`` (:mod:`ivkit.backends.nnsight_backend`): interventions inside an nnsight 0.8 trace
+* ``nnsight`` (`ivkit.backends.nnsight_backend`): interventions inside an nnsight 0.8 trace
   (``...self_attn.o_proj.input``, ``...layers[l].output``), locally or on NDIF.
 
 Gotchas
@@ -73,7 +73,7 @@ class Batch:
 
 
 class HookedModel(Protocol):
-    """What a backend needs of a model (:class:`ivkit.IVModel` has it): the Hugging Face module,
+    """What a backend needs of a model (`ivkit.IVModel` has it): the Hugging Face module,
     the architecture spec that finds its parts, and its head geometry."""
 
     model: Any
@@ -95,7 +95,7 @@ class Intervention:
 
     site: Site = "heads"
     layers: Sequence[int] = ()
-    #: True if :meth:`edit` only reads (always returns ``None``): a remote backend may then call it
+    #: True if `edit` only reads (always returns ``None``): a remote backend may then call it
     #: after the pass, on the saved tensor.
     reads_only: bool = False
 
@@ -107,19 +107,19 @@ class Intervention:
 class Backend(ABC):
     """Runs a model and calls interventions at their sites.
 
-    Subclasses implement :meth:`attach` and :meth:`forward`, say how they are made
-    (:meth:`create`) and which framework objects they wrap (:meth:`wraps`, :meth:`unwrap`), and
-    register themselves with :func:`register_backend`; :func:`ivkit.load_model` asks the
+    Subclasses implement `attach` and `forward`, say how they are made
+    (`create`) and which framework objects they wrap (`wraps`, `unwrap`), and
+    register themselves with `register_backend`; `ivkit.load_model` asks the
     registry, so it names no backend. Attributes say what the backend can do, so that callers fail
     early with a clear message:
 
     * ``supports_grad``: gradients flow through interventions (``method="attribution"``);
-    * ``supports_fast``: the exact continuation engine of :mod:`ivkit.engine` can run on it
+    * ``supports_fast``: the exact continuation engine of `ivkit.engine` can run on it
       (it needs the Hugging Face modules themselves).
     """
 
     name: ClassVar[str] = "?"
-    #: Other spellings :func:`get_backend` accepts.
+    #: Other spellings `get_backend` accepts.
     aliases: ClassVar[tuple[str, ...]] = ()
     #: What the backend needs installed, for the error when it is missing.
     requirement: ClassVar[str] = ""
@@ -139,7 +139,7 @@ class Backend(ABC):
 
     @classmethod
     def unwrap(cls, obj: Any, tokenizer: Any, name: str | None) -> tuple[Any, Any, str]:
-        """``(hf_model, tokenizer, name)`` of a framework object :meth:`wraps` accepts."""
+        """``(hf_model, tokenizer, name)`` of a framework object `wraps` accepts."""
         raise BackendError(f"the {cls.name} backend wraps no framework objects")  # pragma: no cover
 
     @classmethod
@@ -147,7 +147,7 @@ class Backend(ABC):
     def create(cls, hf_model: Any, tokenizer: Any, *, name: str, wrapper: Any = None,
                remote: bool | str = False) -> "Backend":
         """The backend for a loaded Hugging Face model (``wrapper``: the framework object it came
-        in, when :meth:`unwrap` took it apart)."""
+        in, when `unwrap` took it apart)."""
 
     @classmethod
     def create_remote(cls, ref: str, tokenizer: Any, *, name: str) -> tuple[Any, Any, "Backend"]:
@@ -157,7 +157,7 @@ class Backend(ABC):
 
     @abstractmethod
     def attach(self, model: HookedModel, intervention: Intervention) -> Callable[[], None]:
-        """Make ``intervention`` active for every later :meth:`forward`; return a function that
+        """Make ``intervention`` active for every later `forward`; return a function that
         detaches it."""
 
     @abstractmethod
@@ -194,7 +194,7 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
 
 
 def backend_names() -> tuple[str, ...]:
-    """The names :func:`ivkit.load_model` accepts for ``backend=``."""
+    """The names `ivkit.load_model` accepts for ``backend=``."""
     return tuple(_REGISTRY)
 
 

@@ -1,6 +1,6 @@
 """``backend="nnsight"``: interventions inside an nnsight 0.8 trace, locally or on NDIF.
 
-Envoys used (``l`` is the layer; paths are the model's :class:`~ivkit.models.ArchSpec`, shown for
+Envoys used (``l`` is the layer; paths are the model's `ArchSpec`, shown for
 Llama):
 
 ===========  ===============================================  ====================================
@@ -15,7 +15,7 @@ logits       ``model.output.logits``                          ``(B, logits_to_ke
 How a forward pass runs
 -----------------------
 nnsight applies interventions inside a ``with model.trace(...)`` block, not through persistent
-hooks. So ``attach`` only records the intervention, and :meth:`NNsightBackend.forward` opens one
+hooks. So ``attach`` only records the intervention, and `NNsightBackend.forward` opens one
 trace with one batched ``invoke`` of the pre-padded batch (``input_ids``, ``attention_mask``,
 ``position_ids``: nothing is re-tokenised or re-padded), visits the sites in execution order
 (layer by layer, heads before block output),
@@ -46,8 +46,8 @@ Gotchas
   ``method="attribution"`` works locally (gradients flow through the real tensors), not remotely.
 * Traces of one model must not run from two threads at once.
 * While an ivkit intervention is attached, a direct call of the Hugging Face model (for example
-  ``model.model.generate`` inside ``iv.apply``) raises :class:`~ivkit.errors.BackendError`:
-  outside a trace it would silently ignore the intervention. Use :func:`ivkit.generate`.
+  ``model.model.generate`` inside ``iv.apply``) raises `BackendError`:
+  outside a trace it would silently ignore the intervention. Use `ivkit.generate`.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ class NNsightBackend(Backend):
         return detach
 
     def _refuse_direct_call(self, module: Any, args: Any) -> None:
-        """Interventions act only inside :meth:`forward`'s trace: a direct call of the Hugging Face
+        """Interventions act only inside `forward`'s trace: a direct call of the Hugging Face
         model (``model.model.generate(...)`` under ``iv.apply``, say) would silently ignore them."""
         if not self._in_trace:
             raise BackendError(

@@ -76,7 +76,7 @@ def boot_bridge(hf_model: Any, tokenizer: Any, name: str) -> Any:
     """Build a ``TransformerBridge`` around a loaded Hugging Face model, offline.
 
     The bridge wraps ``hf_model``'s own modules (no weight copy) and changes them in place; see the
-    module's gotchas. Raises :class:`~ivkit.errors.BackendError` if TransformerLens has no adapter
+    module's gotchas. Raises `BackendError` if TransformerLens has no adapter
     for the architecture.
     """
     TransformerBridge = _import_bridge()

@@ -1,6 +1,6 @@
 """``backend="torch"``: plain PyTorch forward hooks on the Hugging Face modules.
 
-Hooks used (``l`` is the layer; paths are the model's :class:`~ivkit.models.ArchSpec`, shown for
+Hooks used (``l`` is the layer; paths are the model's `ArchSpec`, shown for
 Llama):
 
 ===========  ====================================================  ==============================
@@ -41,7 +41,7 @@ def replace_block_output(output, hidden: torch.Tensor):
 
 def attach_hf_hooks(model: HookedModel, intervention: Intervention) -> Callable[[], None]:
     """Register ``intervention`` as forward hooks on the HF modules of ``model``; return the
-    function that removes them. Used by the torch backend and by :mod:`ivkit.fast`."""
+    function that removes them. Used by the torch backend and by `ivkit.fast`."""
     handles = []
 
     def heads_hook(layer: int):
