@@ -10,7 +10,8 @@ Concepts
   prompt is seen.
 * **Alignment** (`alignment`): per layer, the mean cosine between the last-token residual
   stream (the output of each block) and the IV, over the probe prompts of that task under one
-  transform, through `ivkit.activations.residual_alignment`. The prompts are cut into
+  transform, from `ivkit.activations.residual_stream` (one forward pass per transform and model
+  serves the raw and the centred alignment and the centre). The prompts are cut into
   ``chunks`` consecutive groups and each is measured on its own: the mean over prompts is the
   size-weighted mean of the chunk means (exactly what one call on all prompts returns), and the
   spread of the chunk means gives a t interval (``chunks - 1`` degrees of freedom).
@@ -48,7 +49,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..activations import residual_alignment, residual_stream
+from ..activations import residual_stream
 from ..core.errors import InputError
 from ..core.html import table
 from ..core.io import atomic_write_json
@@ -87,36 +88,45 @@ def encoded(model: IVModel, items: Sequence[ProbeItem], transform: Transform) ->
 
 
 def pooled_centre(model: IVModel, items: Sequence[ProbeItem], transforms: Sequence[Transform], *,
-                  batch_size: int = 16) -> Float[Tensor, "layers d_model"]:
+                  batch_size: int = 16, streams: Callable[[Transform], Tensor] | None = None
+                  ) -> Float[Tensor, "layers d_model"]:
     """The model's mean last-token block output over the items' prompts under every transform:
-    the mean of each transform's mean, ``(n_layers, d_model)`` (see the module docstring)."""
+    the mean of each transform's mean, ``(n_layers, d_model)`` (see the module docstring).
+    ``streams(transform)`` may supply the stored `residual_stream` of each transform's prompts."""
     if not transforms or not items:
         raise InputError("pooled_centre needs at least one transform and one prompt")
-    means = [residual_stream(model, encoded(model, items, t), batch_size=batch_size).double().mean(0)
-             for t in transforms]
+    streams = streams or (lambda t: residual_stream(model, encoded(model, items, t), batch_size=batch_size))
+    means = [streams(t).double().mean(0) for t in transforms]
     return torch.stack(means).mean(0).float()
 
 
 def alignment(model: IVModel, items: Sequence[ProbeItem], transform: Transform,
               vector: Float[Tensor, " d_model"], *, chunks: int = 10, batch_size: int = 16,
-              center: Float[Tensor, "layers d_model"] | None = None
+              center: Float[Tensor, "layers d_model"] | None = None,
+              stream: Float[Tensor, "prompts layers d_model"] | None = None
               ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """Per layer, the mean cosine between the last-token block output (minus ``center``, if
     given) and ``vector`` over the items' prompts under ``transform`` (see the module docstring).
+    ``stream`` may supply those outputs (`residual_stream` of the same prompts), so one forward
+    pass serves the raw and the centred alignment.
 
     Returns:
         ``means`` ``(n_layers,)``; ``chunk_means`` ``(n_chunks, n_layers)``, one row per group of
         consecutive prompts (``min(chunks, n)`` groups); and the groups' sizes.
     """
-    enc = encoded(model, items, transform)
-    n = len(enc)
+    n = len(items)
     if n == 0:
         raise InputError("alignment needs at least one prompt")
+    if stream is None:
+        stream = residual_stream(model, encoded(model, items, transform), batch_size=batch_size)
+    if stream.shape[0] != n:
+        raise InputError(f"stream holds {stream.shape[0]} prompts, the items {n}")
+    h = stream.double() - (0 if center is None else center.double()[None])
+    cos = torch.nn.functional.cosine_similarity(h, vector.double()[None, None], dim=-1).numpy()  # (n, layers)
     bounds = np.linspace(0, n, min(chunks, n) + 1).round().astype(int)
-    parts = [enc.subset(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    chunk_means = np.array([residual_alignment(model, p, vector, batch_size=batch_size, center=center)
-                            for p in parts])
-    sizes = np.array([len(p) for p in parts], dtype=float)
+    pairs = [(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    chunk_means = np.array([cos[a:b].mean(0) for a, b in pairs])
+    sizes = np.array([b - a for a, b in pairs], dtype=float)
     return (chunk_means * sizes[:, None]).sum(0) / n, chunk_means, tuple(int(x) for x in sizes)
 
 
@@ -361,15 +371,17 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
     aligns, centred, injected = [], [], []
     for ref, label, role in ((base, labels[0], "base"), (tuned, labels[1], "tuned")):
         lm = LazyModel(ref, label)
+        streams = Streams(lm, items, batch_size)
         aligns += [cached_alignment(Path(out) if out else None, lm, role, items, t, iv, chunks=chunks,
-                                    batch_size=batch_size) for t in transforms]
+                                    batch_size=batch_size, streams=streams) for t in transforms]
         centred += cached_centred(Path(out) if out else None, lm, role, items, transforms, iv, chunks=chunks,
-                                  batch_size=batch_size)
+                                  batch_size=batch_size, streams=streams)
         if role == "tuned":
             for cond, vec in (("iv", iv), ("iv_random", iv.with_random_directions(control_seed))):
                 injected.append(cached_run(Path(out) if out else None, lm, items, identity(), condition=cond, iv=vec,
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, engine=engine,
                                            progress=progress))
+        streams.clear()
         lm.release()
     info = {"heads": iv.heads, "task_source": iv.meta.get("task_source"), "layer_selection": iv.meta.get("layer_selection"),
             "norm": iv.norm, "control_seed": control_seed, "chunks": chunks}
@@ -377,27 +389,46 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
                      centred=tuple(centred))
 
 
+class Streams:
+    """Each transform's `residual_stream` on one model, computed once when first asked for and
+    kept until `clear` (about ``prompts x layers x d_model`` floats per transform)."""
+
+    def __init__(self, model: LazyModel, items: Sequence[ProbeItem], batch_size: int):
+        self.model, self.items, self.batch_size = model, items, batch_size
+        self._cache: dict[str, Tensor] = {}
+
+    def __call__(self, transform: Transform) -> Tensor:
+        if transform.name not in self._cache:
+            m = self.model.get()
+            self._cache[transform.name] = residual_stream(m, encoded(m, self.items, transform), batch_size=self.batch_size)
+        return self._cache[transform.name]
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
 def cached_centred(out: Path | None, model: LazyModel, role: str, items: Sequence[ProbeItem],
-                   transforms: Sequence[Transform], iv: InstructionVector, *, chunks: int, batch_size: int
-                   ) -> list[Alignment]:
+                   transforms: Sequence[Transform], iv: InstructionVector, *, chunks: int, batch_size: int,
+                   streams: Streams | None = None) -> list[Alignment]:
     """The centred `Alignment` of every transform (the centre pooled over all of them),
     stored under ``out/alignments/``; the centre is computed only when one is missing."""
     pooled = hashlib.sha256(json.dumps([run_key(model.key, items, t, condition="centre", iv=None, max_new_tokens=0,
                                                 batch_size=batch_size) for t in transforms]).encode()).hexdigest()[:12]
     centre: list[Tensor] = []
+    streams = streams or Streams(model, items, batch_size)
 
     def get_centre() -> Tensor:
         if not centre:
-            centre.append(pooled_centre(model.get(), items, transforms, batch_size=batch_size))
+            centre.append(pooled_centre(model.get(), items, transforms, batch_size=batch_size, streams=streams))
         return centre[0]
 
     return [cached_alignment(out, model, role, items, t, iv, chunks=chunks, batch_size=batch_size,
-                             centre=(pooled, get_centre)) for t in transforms]
+                             centre=(pooled, get_centre), streams=streams) for t in transforms]
 
 
 def cached_alignment(out: Path | None, model: LazyModel, role: str, items: Sequence[ProbeItem], transform: Transform,
                      iv: InstructionVector, *, chunks: int, batch_size: int,
-                     centre: tuple[str, Callable[[], Tensor]] | None = None) -> Alignment:
+                     centre: tuple[str, Callable[[], Tensor]] | None = None, streams: Streams | None = None) -> Alignment:
     """`alignment` as an `Alignment`, stored under ``out/alignments/`` and loaded
     from there when its key (model, prompts, vector, chunks, batch size) matches."""
     condition = f"alignment/{chunks}" + (f"/centred/{centre[0]}" if centre else "")
@@ -408,8 +439,9 @@ def cached_alignment(out: Path | None, model: LazyModel, role: str, items: Seque
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
             return Alignment.from_dict(stored["alignment"])
+    streams = streams or Streams(model, items, batch_size)
     means, cm, sizes = alignment(model.get(), items, transform, iv.vector, chunks=chunks, batch_size=batch_size,
-                                 center=centre[1]() if centre else None)
+                                 center=centre[1]() if centre else None, stream=streams(transform))
     res = Alignment(model.label, role, transform.name, items[0].task, len(items), tuple(means.tolist()),
                     tuple(map(tuple, cm.tolist())), sizes)
     if path is not None:

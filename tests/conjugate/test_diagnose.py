@@ -1,6 +1,8 @@
 """The IV diagnosis on tiny models: it runs end to end, its alignment is the mean cosine computed
 directly from block outputs, and the KV-cached engine gives generate_ids' tokens."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -70,10 +72,17 @@ def test_cached_engine_gives_generate_ids_tokens(tiny_llama, items, iv):
     assert engine_agreement(tiny_llama, items, pig_latin(), iv=iv, max_new_tokens=4, batch_size=4) == (6, 6)
 
 
-def test_diagnosis_runs_on_tiny_models(tiny_llama, items, iv, tmp_path):
+def test_diagnosis_runs_on_tiny_models(tiny_llama, items, iv, tmp_path, monkeypatch):
+    diag = sys.modules["ivkit.conjugate.diagnose"]  # the package exports a function of the same name
+
+    passes = []
+    real = diag.residual_stream
+    monkeypatch.setattr(diag, "residual_stream", lambda m, p, **kw: passes.append(len(p)) or real(m, p, **kw))
     tuned = tiny_llama  # the same weights under a second label: enough to check the plumbing and the numbers
     d = diagnose(tiny_llama, tuned, items, [leetspeak()], iv, out=tmp_path, chunks=3, max_new_tokens=3,
                  engine="cached", progress=False)
+    # one pass per transform and model serves the raw and centred alignments and the centre
+    assert passes == [6] * 4
     df = d.to_pandas()
     assert list(df["condition"]) == ["none", "leet", "none", "leet", "none + iv", "none + iv_random"]
     a = next(x for x in d.alignments if x.model == "tuned" and x.transform == "leet")
