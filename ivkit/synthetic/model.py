@@ -2,14 +2,19 @@
 
 Layout
 ------
-A prompt of ``n`` pairs becomes ``2n - 1`` positions, ``x_0, y_0, x_1, y_1, ..., x_{n-1}`` (the
-last label is what is predicted, so it is not read). Each position is a ``(d + 1)``-vector:
-``[x, 0]`` for an input, ``[0, ..., 0, y]`` for a label, so inputs and labels never share a
-coordinate. A linear *read-in* maps it to the residual width, GPT-2 blocks (``transformers``'
-``GPT2Model``, learned absolute positions) run over it, and a linear *read-out* at every input
-position predicts that input's label: output ``i`` is the prediction of ``y_i`` from ``i``
-examples. The last position is the *query*: patch it (position ``-1``) to change the prediction
-with ``n - 1`` examples.
+A prompt of ``n`` pairs becomes ``n`` positions, one per prediction: position ``i`` holds the
+previous example and the current input, ``[x_{i-1}, y_{i-1}, x_i]`` (a ``2d + 1``-vector; the
+first position's example part is zeros). A linear *read-in* maps it to the residual width, GPT-2
+blocks (``transformers``' ``GPT2Model``, learned absolute positions) run over it, and a linear
+*read-out* at every position predicts that position's label: output ``i`` is the prediction of
+``y_i`` from ``i`` examples, and no position reads its own label. The last position is the
+*query*: patch it (position ``-1``) to change the prediction with ``n - 1`` examples.
+
+Why not one position per input and one per label (``x_0, y_0, x_1, ...``, as in Garg et al.)?
+With half the positions it takes half the time per step, and it learns in fewer steps: each
+position holds a whole example, whose products ``x y`` and ``x x^T`` the first MLP can form
+without attention. ``scripts/synthetic_layouts.py`` compares the two; the numbers are in
+``docs/synthetic.md``.
 
 Hooks
 -----
@@ -48,7 +53,7 @@ class ModelConfig:
 
     Attributes:
         dim: input dimension ``d``.
-        n_points: the longest prompt, in pairs (positions: ``2 * n_points - 1``).
+        n_points: the longest prompt, in pairs (one position per pair).
         n_embd: residual width.
         n_layer: GPT-2 blocks.
         n_head: attention heads per block (``n_embd`` must be a multiple).
@@ -73,7 +78,7 @@ class ModelConfig:
         """The ``transformers.GPT2Config`` of the blocks (no dropout, one dummy token id)."""
         from transformers import GPT2Config
 
-        return GPT2Config(vocab_size=1, n_positions=2 * self.n_points - 1, n_embd=self.n_embd, n_layer=self.n_layer,
+        return GPT2Config(vocab_size=1, n_positions=self.n_points, n_embd=self.n_embd, n_layer=self.n_layer,
                           n_head=self.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, use_cache=False,
                           bos_token_id=None, eos_token_id=None, attn_implementation="sdpa")
 
@@ -84,7 +89,7 @@ class RegressionGPT2(nn.Module):
     Attributes:
         settings: the `ModelConfig`.
         config: the ``GPT2Config`` (so that ivkit's architecture table finds ``model_type='gpt2'``).
-        read_in: ``Linear(d + 1, n_embd)``.
+        read_in: ``Linear(2 d + 1, n_embd)``.
         transformer: the ``transformers.GPT2Model``.
         read_out: ``Linear(n_embd, 1)``.
     """
@@ -97,12 +102,12 @@ class RegressionGPT2(nn.Module):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.config = settings.gpt2_config()
-            self.read_in = nn.Linear(settings.dim + 1, settings.n_embd)
+            self.read_in = nn.Linear(2 * settings.dim + 1, settings.n_embd)
             self.transformer = GPT2Model(self.config)
             self.read_out = nn.Linear(settings.n_embd, 1)
 
-    def embed(self, xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch n"]) -> Float[Tensor, "batch pos d1"]:
-        """The ``(batch, 2n - 1, d + 1)`` input vectors of a batch of prompts."""
+    def embed(self, xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch n"]) -> Float[Tensor, "batch n d2"]:
+        """The ``(batch, n, 2d + 1)`` input vectors of a batch of prompts: ``[x_{i-1}, y_{i-1}, x_i]``."""
         b, n, d = xs.shape
         if d != self.settings.dim:
             raise InputError(f"the prompts have dimension {d} but the model reads {self.settings.dim}")
@@ -110,16 +115,17 @@ class RegressionGPT2(nn.Module):
             raise InputError(f"ys must be (batch, n) = {(b, n)}, got {tuple(ys.shape)}")
         if not 1 <= n <= self.settings.n_points:
             raise InputError(f"prompts of {n} pairs: the model reads 1 to {self.settings.n_points}")
-        tokens = xs.new_zeros(b, 2 * n - 1, d + 1)
-        tokens[:, 0::2, :d] = xs
-        tokens[:, 1::2, d] = ys[:, :-1]
+        tokens = xs.new_zeros(b, n, 2 * d + 1)
+        tokens[:, 1:, :d] = xs[:, :-1]
+        tokens[:, 1:, d] = ys[:, :-1]
+        tokens[:, :, d + 1:] = xs
         return tokens
 
     def forward(self, xs: Float[Tensor, "batch n d"], ys: Float[Tensor, "batch n"]) -> Float[Tensor, "batch n"]:
         """Predictions ``(batch, n)``: entry ``i`` predicts ``y_i`` from pairs ``0 .. i-1`` and
         ``x_i`` (the label ``ys[:, i]`` itself is never read; ``ys[:, -1]`` may be anything)."""
         h = self.transformer(inputs_embeds=self.read_in(self.embed(xs, ys)), use_cache=False).last_hidden_state
-        return self.read_out(h[:, 0::2]).squeeze(-1)
+        return self.read_out(h).squeeze(-1)
 
 
 @dataclass

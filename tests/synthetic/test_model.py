@@ -30,6 +30,16 @@ def test_predictions_read_only_the_past(net):
         assert torch.allclose(net(p.xs[:, :3], p.ys[:, :3]), full[:, :3], atol=1e-6)
 
 
+def test_each_position_holds_the_previous_example_and_the_current_input(net):
+    p = sample_prompts(RegressionTask(dim=3, n_points=6), 2, "mixture", 3)
+    tok = net.embed(p.xs, p.ys)
+    assert tok.shape == (2, 6, 7)
+    assert torch.equal(tok[:, 0, :4], torch.zeros(2, 4))  # no example before the first input
+    for i in range(1, 6):
+        assert torch.equal(tok[:, i, :3], p.xs[:, i - 1]) and torch.equal(tok[:, i, 3], p.ys[:, i - 1])
+    assert torch.equal(tok[:, :, 4:], p.xs)
+
+
 def test_same_seed_same_weights():
     cfg = ModelConfig(dim=2, n_points=3, n_embd=8, n_layer=1, n_head=2)
     a, b, c = RegressionGPT2(cfg, seed=3), RegressionGPT2(cfg, seed=3), RegressionGPT2(cfg, seed=4)
