@@ -24,10 +24,11 @@ from .data import RegressionPrompts, RegressionTask, discrete_set, distance_to_d
 from .heads import compare_rankings, patch_from_pretrained, rank_heads
 from .measure import conjugate_sweep, eval_prompts, implied_prior, measure_losses, predict
 from .model import ModelConfig, RegressionGPT2, hookable
-from .study import StudyConfig, StudyResult, run_study
+from .study import STUDY_PRETRAIN, STUDY_TASK, StudyConfig, StudyResult, run_study
 from .train import TrainConfig, TrainRun, finetune, load_checkpoint, pretrain
 
 __all__ = [
+    "STUDY_PRETRAIN", "STUDY_TASK",
     "ModelConfig", "RegressionGPT2", "RegressionPrompts", "RegressionTask", "StudyConfig", "StudyResult", "TrainConfig",
     "TrainRun", "bayes_predictions", "compare_rankings", "conjugate_sweep", "discrete_predictions", "discrete_set",
     "distance_to_discrete", "eval_prompts", "finetune", "hookable", "implied_prior", "load_checkpoint", "measure_losses",

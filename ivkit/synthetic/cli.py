@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,7 +35,8 @@ app = typer.Typer(name="synthetic", add_completion=False, no_args_is_help=True, 
 log = logging.getLogger("ivkit.synthetic.cli")
 
 FLAGS = {name: f"--{name.replace('_', '-')}" for name in (
-    "dim", "n_points", "noise", "tau", "p_discrete", "discrete_seed", "n_embd", "n_layer", "n_head", "steps", "batch_size",
+    "dim", "n_points", "noise", "tau", "p_discrete", "n_discrete", "discrete_seed", "n_embd", "n_layer", "n_head", "steps",
+    "batch_size",
     "lr", "warmup", "seed", "save_every", "points_start", "points_steps", "dims_steps", "threads", "n_test",
     "n_validation", "head_prompts", "top_k", "alphas")}
 
@@ -89,6 +91,7 @@ def pretrain_cmd(
     noise: float = typer.Option(1.0, help="Label noise standard deviation sigma"),
     tau: float = typer.Option(1.0, help="Standard deviation of each coordinate of w"),
     p_discrete: float = typer.Option(0.5, help="Probability of the discrete prior in the pretraining mixture"),
+    n_discrete: int = typer.Option(64, help="Size of the discrete set of weight vectors"),
     discrete_seed: int = typer.Option(0, help="Seed of the fixed discrete set"),
     n_embd: int = typer.Option(64, help="Residual width"),
     n_layer: int = typer.Option(4, help="GPT-2 blocks"),
@@ -107,7 +110,7 @@ def pretrain_cmd(
     from .train import pretrain
 
     task = _checked(lambda: RegressionTask(dim=dim, n_points=n_points, noise=noise, tau=tau, p_discrete=p_discrete,
-                                           discrete_seed=discrete_seed))
+                                           n_discrete=n_discrete, discrete_seed=discrete_seed))
     model = _checked(lambda: ModelConfig(dim=dim, n_points=n_points, n_embd=n_embd, n_layer=n_layer, n_head=n_head))
     cfg = _checked(lambda: TrainConfig(steps=steps, batch_size=batch_size, lr=lr, points_steps=points_steps,
                                        dims_steps=dims_steps, seed=seed, save_every=save_every))
@@ -145,7 +148,9 @@ def finetune_cmd(
 @app.command("study")
 def study_cmd(
     out: Path = OUT,
-    pretrain_steps: int = typer.Option(4000, help="Pretraining steps"),
+    pretrain_steps: int = typer.Option(16000, help="Pretraining steps (no curriculum)"),
+    noise: float = typer.Option(0.25, help="Label noise standard deviation sigma"),
+    n_discrete: int = typer.Option(8, help="Size of the discrete set of weight vectors"),
     finetune_steps: int = typer.Option(500, help="Fine-tuning steps"),
     finetune_lr: float = typer.Option(1e-3, help="Fine-tuning learning rate (constant)"),
     n_test: int = typer.Option(2000, help="Test prompts per prior"),
@@ -159,14 +164,15 @@ def study_cmd(
     quiet: bool = QUIET,
 ) -> None:
     """Pretrain, fine-tune, measure forgetting, the conjugate and the heads (resumable)."""
-    from .study import StudyConfig, run_study
+    from .study import STUDY_PRETRAIN, STUDY_TASK, StudyConfig, run_study
 
     try:
         values = tuple(float(a) for a in alphas.split(",") if a.strip())
     except ValueError:
         raise typer.BadParameter(f"--alphas must be comma-separated numbers, got {alphas!r}") from None
     cfg = _checked(lambda: StudyConfig(
-        pretrain=TrainConfig(steps=pretrain_steps, seed=seed),
+        task=replace(STUDY_TASK, noise=noise, n_discrete=n_discrete),
+        pretrain=replace(STUDY_PRETRAIN, steps=pretrain_steps, seed=seed),
         finetune=TrainConfig(steps=finetune_steps, lr=finetune_lr, warmup=min(20, finetune_steps), schedule="constant",
                              points_steps=0, dims_steps=0, seed=seed, save_every=100),
         n_test=n_test, n_validation=n_validation, alphas=values, head_prompts=head_prompts, top_k=top_k, seed=seed))

@@ -37,7 +37,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..core.errors import InputError
-from ..core.options import check_at_least, check_choice, check_finite
+from ..core.options import check_at_least, check_choice, check_finite, shown
 
 #: The prior a prompt's weights are drawn from.
 Prior = Literal["discrete", "continuous", "mixture"]
@@ -74,10 +74,10 @@ class RegressionTask:
         for name in ("noise", "tau"):
             (value,) = check_finite(name, (getattr(self, name),))
             if value <= 0:
-                raise InputError(f"{name} is a standard deviation: it must be positive, got {value}")
+                raise InputError(f"{shown(name)} is a standard deviation: it must be positive, got {value}")
         (p,) = check_finite("p_discrete", (self.p_discrete,))
         if not 0.0 <= p <= 1.0:
-            raise InputError(f"p_discrete is a probability: it must be in [0, 1], got {p}")
+            raise InputError(f"{shown('p_discrete')} is a probability: it must be in [0, 1], got {p}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -51,7 +51,7 @@ from safetensors.torch import load_file
 
 from ..core.errors import ArtifactError, InputError
 from ..core.io import atomic_save_safetensors, atomic_write_json, file_sha256, progress_bar
-from ..core.options import check_at_least, check_choice, check_finite
+from ..core.options import check_at_least, check_choice, check_finite, shown
 from .data import Prior, RegressionTask, discrete_set, sample_prompts, seeded_generator
 from .model import ModelConfig, RegressionGPT2
 
@@ -107,7 +107,7 @@ class TrainConfig:
         (lr,) = check_finite("lr", (self.lr,))
         (wd,) = check_finite("weight_decay", (self.weight_decay,))
         if lr <= 0 or wd < 0:
-            raise InputError(f"lr must be positive and weight_decay non-negative, got lr={lr}, weight_decay={wd}")
+            raise InputError(f"{shown('lr')} must be positive and weight_decay non-negative, got lr={lr}, weight_decay={wd}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,6 +20,10 @@ def test_bad_options_exit_2_before_any_work(tmp_path):
     assert res.exit_code == 2 and "--steps must be at least 1" in res.output
     res = runner.invoke(app, ["study", "--out", str(tmp_path / "y"), "--alphas", "2,x"])
     assert res.exit_code == 2 and "comma-separated numbers" in res.output
+    res = runner.invoke(app, ["study", "--out", str(tmp_path / "y"), "--n-discrete", "0"])
+    assert res.exit_code == 2 and "--n-discrete must be at least 1" in res.output
+    res = runner.invoke(app, ["study", "--out", str(tmp_path / "y"), "--noise", "-1"])
+    assert res.exit_code == 2 and "--noise is a standard deviation" in res.output
     res = runner.invoke(app, ["finetune", "--out", str(tmp_path / "z"), "--init", str(tmp_path / "missing")])
     assert res.exit_code == 2 and "is not a folder" in res.output
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
