@@ -77,7 +77,9 @@ class Timer:
     """Seconds per stage, kept in ``OUT/<pair>/timings.json``, summed over the processes that
     worked on it: a stage resumed from disk adds only what the resuming process spent, so the
     total is what the stage cost however many runs it took (a run killed mid-stage records
-    nothing for it)."""
+    nothing for it). The run that completes a stage marks it complete (``complete`` in the file);
+    later runs, which only load its results, add nothing. A stage recomputed after a change of
+    settings therefore keeps its first time: time changed settings from an empty ``--out``."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -86,7 +88,11 @@ class Timer:
     def record(self, stage: str, seconds: float) -> None:
         from ivkit.core.io import atomic_write_json
 
+        complete = self.data.setdefault("complete", [])
+        if stage in complete:
+            return
         self.data[stage] = round(self.data.get(stage, 0.0) + seconds, 1)
+        complete.append(stage)
         atomic_write_json(self.path, self.data)
 
 
