@@ -1,16 +1,14 @@
 """Floor 3: what a model computes on prompts: per-head outputs, their means, and the residual
 stream's alignment with a vector.
 
-=============================  =========================================  ==============================
-function                       hook point                                 returns
-=============================  =========================================  ==============================
-`head_activations`       input of each layer's attention output      ``(n_prompts, n_layers,
-                               projection, last token                     n_heads, d_head)``
-`mean_head_activations`  the same, averaged over prompts            ``(n_layers, n_heads, d_head)``
-`residual_stream`        output of each decoder block, last token   ``(n_prompts, n_layers,
-                                                                          d_model)``
-`residual_alignment`     output of each decoder block, last token   one mean cosine per layer
-=============================  =========================================  ==============================
+* `head_activations`: hook point: input of each layer's attention output projection, last token;
+  returns: ``(n_prompts, n_layers, n_heads, d_head)``
+* `mean_head_activations`: hook point: the same, averaged over prompts; returns: ``(n_layers,
+  n_heads, d_head)``
+* `residual_stream`: hook point: output of each decoder block, last token; returns: ``(n_prompts,
+  n_layers, d_model)``
+* `residual_alignment`: hook point: output of each decoder block, last token; returns: one mean
+  cosine per layer
 
 The alignment can be *centred*: the cosine is taken between ``h - center`` and the vector, where
 ``center`` is a per-layer mean residual (``residual_stream(...).mean(0)`` over a reference set of

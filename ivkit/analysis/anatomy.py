@@ -1,21 +1,17 @@
 """What an instruction vector is made of: one import for the anatomy analyses.
 
-==========================================  =========================================================
-``decode_vector``, ``logit_lens``,          the tokens an IV promotes and suppresses, per layer, and
-``top_token_reconstruction``                how few of them carry its effect
-                                            (`anatomy_decode`)
-``compose``, ``iv_sum``, ``iv_difference``,  arithmetic on IVs of one model, and a composed IV against
-``iv_scaled``, ``compare_composition``      a task's own (`anatomy_compose`)
-``portability``, ``natural_text``,          other prompt templates, free generation
-``TEMPLATES``, ``SENTENCE_FRAMES``          (`anatomy_port`)
-``baseline_vectors``, ``iv_with_baselines``,  the task vector and the mean-difference vector beside
-``baselines_at_best_layer``                 the IV (`anatomy_baselines`)
-``instruction_iv``, ``compare_ivs``         IVs built from instructions, compared with
-                                            demonstration-built ones
-                                            (`anatomy_instruction`)
-``choose_and_test``                         any vectors: layer and scale chosen on validation, top-1
-                                            on test (`anatomy_common`)
-==========================================  =========================================================
+* ``decode_vector``, ``logit_lens``, ``top_token_reconstruction``: the tokens an IV promotes and
+  suppresses, per layer, and how few of them carry its effect (`anatomy_decode`)
+* ``compose``, ``iv_sum``, ``iv_difference``, ``iv_scaled``, ``compare_composition``: arithmetic on
+  IVs of one model, and a composed IV against a task's own (`anatomy_compose`)
+* ``portability``, ``natural_text``, ``TEMPLATES``, ``SENTENCE_FRAMES``: other prompt templates,
+  free generation (`anatomy_port`)
+* ``baseline_vectors``, ``iv_with_baselines``, ``baselines_at_best_layer``: the task vector and the
+  mean-difference vector beside the IV (`anatomy_baselines`)
+* ``instruction_iv``, ``compare_ivs``: IVs built from instructions, compared with
+  demonstration-built ones (`anatomy_instruction`)
+* ``choose_and_test``: any vectors: layer and scale chosen on validation, top-1 on test
+  (`anatomy_common`)
 
 Example::
 

@@ -4,23 +4,16 @@ Conjugate prompting (Kotha et al., ICLR 2024) moves a prompt away from the fine-
 keeping its task: apply ``s`` to the prompt, let the model answer, map the answer back with
 ``s^-1``. The transforms here:
 
-==========  ====================================================  =================================
-name        ``s``                                                 invertible?
-==========  ====================================================  =================================
-``none``    nothing (the plain prompt)                            yes
-``leet``    ``a e i o s t`` -> ``4 3 1 0 5 7``, either case       **no**: the way back turns every
-                                                                  ``0 1 3 4 5 7`` into a letter and
-                                                                  cannot restore upper case; exact
-                                                                  on text with neither
-                                                                  (`Transform.exact_on`)
-``piglatin``  per word: the consonants before the first vowel     yes, on any text
-            move to the end after a hyphen, then ``ay``
-            (``hello`` -> ``ello-hay``, ``eat`` -> ``eat-ay``,
-            ``HELLO`` -> ``ELLO-HAY``)
-``fr``,     word by word through a `Lexicon` built from    **no** (several words share a
-``de``      the built-in ``english-french`` / ``english-german``  translation; unknown words are
-            tasks; unknown words kept and counted                 kept): see `.lexicon`
-==========  ====================================================  =================================
+* ``none``: ``s``: nothing (the plain prompt); invertible?: yes
+* ``leet``: ``s``: ``a e i o s t`` -> ``4 3 1 0 5 7``, either case; invertible?: **no**: the way
+  back turns every ``0 1 3 4 5 7`` into a letter and cannot restore upper case; exact on text with
+  neither (`Transform.exact_on`)
+* ``piglatin``: ``s``: per word: the consonants before the first vowel move to the end after a
+  hyphen, then ``ay`` (``hello`` -> ``ello-hay``, ``eat`` -> ``eat-ay``, ``HELLO`` -> ``ELLO-HAY``);
+  invertible?: yes, on any text
+* ``fr``, ``de``: ``s``: word by word through a `Lexicon` built from the built-in
+  ``english-french`` / ``english-german`` tasks; unknown words kept and counted; invertible?:
+  **no** (several words share a translation; unknown words are kept): see `.lexicon`
 
 Your own transform is two functions: ``custom("rot13", enc, dec)``. It is checked at once: if it
 claims to be invertible (it does when it has an inverse, unless ``invertible=False``) and

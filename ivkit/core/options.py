@@ -4,27 +4,25 @@ Functions annotate their options with these types, and the command line builds i
 the same types (Typer reads ``Literal``), so a value is spelled the same everywhere. A wrong value
 fails once, early, in `check_choice`, with the allowed values and the closest one.
 
-=================  ==========================================================================
-type               values
-=================  ==========================================================================
-``Method``         how indirect effects are computed: ``fast`` (exact continuation),
-                   ``naive`` (one pass per head, the oracle), ``attribution`` (first order)
-``SweepMethod``    how the layer sweep runs: ``fast`` or ``naive``
-``MetricName``     ``prob`` (P(first answer token)), ``logit``, ``nll`` (whole answer, -ΔNLL)
-``Injection``      how an IV is injected: ``residual`` (after one block) or ``heads`` (each
-                   head set to scale x its mean at its own layer)
-``InjectionChoice``  an ``Injection``, or ``auto`` (the validation sweep chooses)
-``Ranking``        what ranks the heads: ``shuffled`` (10-shot, labels shuffled) or
-                   ``zero_shot`` (zero-shot training prompts)
-``RankingChoice``  a ``Ranking``, or ``both`` (the validation sweep chooses)
-``Selection``      ``top_k`` or ``greedy``
-``Recipe``         ``reference`` (the options as given) or ``auto`` (every ranking, selection and
-                   injection tried, the validation split choosing)
-``PostNorm``       Gemma's post-attention norm in a head's contribution: ``linearized``/``ignore``
-``CleanStyle``     the style of the prompts an IV is built from: ``few_shot`` or ``instruction``
-``PromptStyle``    every prompt style (`ivkit.core.prompts`)
-``TrackMode``      ``fixed`` (reference heads) or ``rerank`` (AIE per checkpoint)
-=================  ==========================================================================
+* ``Method``: values: how indirect effects are computed: ``fast`` (exact continuation), ``naive``
+  (one pass per head, the oracle), ``attribution`` (first order)
+* ``SweepMethod``: values: how the layer sweep runs: ``fast`` or ``naive``
+* ``MetricName``: values: ``prob`` (P(first answer token)), ``logit``, ``nll`` (whole answer, -ΔNLL)
+* ``Injection``: values: how an IV is injected: ``residual`` (after one block) or ``heads`` (each
+  head set to scale x its mean at its own layer)
+* ``InjectionChoice``: values: an ``Injection``, or ``auto`` (the validation sweep chooses)
+* ``Ranking``: values: what ranks the heads: ``shuffled`` (10-shot, labels shuffled) or
+  ``zero_shot`` (zero-shot training prompts)
+* ``RankingChoice``: values: a ``Ranking``, or ``both`` (the validation sweep chooses)
+* ``Selection``: values: ``top_k`` or ``greedy``
+* ``Recipe``: values: ``reference`` (the options as given) or ``auto`` (every ranking, selection and
+  injection tried, the validation split choosing)
+* ``PostNorm``: values: Gemma's post-attention norm in a head's contribution:
+  ``linearized``/``ignore``
+* ``CleanStyle``: values: the style of the prompts an IV is built from: ``few_shot`` or
+  ``instruction``
+* ``PromptStyle``: values: every prompt style (`ivkit.core.prompts`)
+* ``TrackMode``: values: ``fixed`` (reference heads) or ``rerank`` (AIE per checkpoint)
 """
 
 from __future__ import annotations

@@ -1,13 +1,9 @@
 """Reading answers off logits: the one implementation every scorer and metric uses.
 
-==========================  ===========================================  =====================
-function                    takes                                        returns
-==========================  ===========================================  =====================
-`answer_rank_prob`    logits ``(rows, vocab)``, targets ``(rows,)`` rank (0 = top-1) and
-                                                                          probability ``(rows,)``
-`answer_logprob`      logits ``(rows, S, vocab)`` of the last S     summed log-probability
-                            positions, each row's answer token ids       ``(rows,)``
-==========================  ===========================================  =====================
+* `answer_rank_prob`: takes: logits ``(rows, vocab)``, targets ``(rows,)``; returns: rank (0 =
+  top-1) and probability ``(rows,)``
+* `answer_logprob`: takes: logits ``(rows, S, vocab)`` of the last S positions, each row's answer
+  token ids; returns: summed log-probability ``(rows,)``
 """
 
 from __future__ import annotations

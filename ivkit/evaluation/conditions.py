@@ -2,14 +2,12 @@
 
 * **Evaluation** (`evaluate_iv`), on the test split, same queries in every condition:
 
-  ================  ===============================================================
-  ``zero_shot``     the query alone
-  ``zero_shot_iv``  the query alone, IV added at the chosen layer
-  ``shuffled``      ``shots`` demonstrations with their labels shuffled
-  ``shuffled_iv``   the same, IV added
-  ``few_shot``      ``shots`` clean demonstrations
-  ``random_control`` the query alone, plus a random vector of the IV's norm
-  ================  ===============================================================
+  * ``zero_shot``: the query alone
+  * ``zero_shot_iv``: the query alone, IV added at the chosen layer
+  * ``shuffled``: ``shots`` demonstrations with their labels shuffled
+  * ``shuffled_iv``: the same, IV added
+  * ``few_shot``: ``shots`` clean demonstrations
+  * ``random_control``: the query alone, plus a random vector of the IV's norm
 
   Each condition also reports ``top1_icl_correct``: its top-1 accuracy on only the test queries
   that clean ``few_shot`` answers right (``n_icl_correct`` of them). This is how the

@@ -5,14 +5,12 @@ closer to the right answer; an indirect effect is ``metric(patched) - metric(unp
 TransformerLens's activation patching, which takes a ``patching_metric``, any callable can be one:
 wrap it in `AnswerMetric`. The built-in ones (`METRICS`):
 
-==========  =======================================================  ====================
-name        value                                                    positions re-run
-==========  =======================================================  ====================
-``prob``    probability of the answer's first token (Todd et al.)    the last prompt token
-``logit``   its raw logit (linear in the residual stream)            the last prompt token
-``nll``     log-likelihood of the whole answer (-ΔNLL as effect;     the last prompt token
-            Jiang et al.'s metric for generation tasks)              and the answer's
-==========  =======================================================  ====================
+* ``prob``: value: probability of the answer's first token (Todd et al.); positions re-run: the last
+  prompt token
+* ``logit``: value: its raw logit (linear in the residual stream); positions re-run: the last prompt
+  token
+* ``nll``: value: log-likelihood of the whole answer (-ΔNLL as effect; Jiang et al.'s metric for
+  generation tasks); positions re-run: the last prompt token and the answer's
 
 With ``whole_answer=True`` the answer's tokens are appended to each prompt; the patch is still
 applied at the last *prompt* token.

@@ -2,14 +2,10 @@
 
 Hook points (shapes for a batch of ``B`` rows and ``T`` positions)
 -------------------------------------------------------------------
-========================  ==========================================  ==============================
-what                      where                                       tensor
-========================  ==========================================  ==============================
-head outputs ``z``        *input* of the attention output projection  ``(B, T, n_heads * d_head)``,
-                          (``self_attn.o_proj``, ``attn.c_proj``,      viewed as
-                          ``attention.dense``)                        ``(B, T, n_heads, d_head)``
-block output (residual)   output of decoder block ``L``               ``(B, T, d_model)``
-========================  ==========================================  ==============================
+* head outputs ``z``: where: *input* of the attention output projection (``self_attn.o_proj``,
+  ``attn.c_proj``, ``attention.dense``); tensor: ``(B, T, n_heads * d_head)``, viewed as ``(B, T,
+  n_heads, d_head)``
+* block output (residual): where: output of decoder block ``L``; tensor: ``(B, T, d_model)``
 
 Positions are either one int for every row (``-1``, the last token, the default: batches are
 left-padded so the last token is always at ``-1``) or a ``(B,)`` tensor of indices. Patching

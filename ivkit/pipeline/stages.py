@@ -1,20 +1,15 @@
 """The named stages of an extraction, each one callable on its own and remembered in the run
 directory (`ivkit.pipeline.store`).
 
-==============  ==========================================================  ======================
-stage           does                                                        output
-==============  ==========================================================  ======================
-``prompts``     split; clean prompts from training queries, filtered to     `ExtractionPrompts`
-                the ones the model answers right (their head outputs        and the mean head
-                recorded on the way); the corrupted trials                  activations
-``effects_*``   indirect effects of every head, per ranking (``shuffled``:  `IndirectEffects`
-                the corrupted trials; ``zero_shot``: zero-shot training
-                prompts)
-``heads``       the candidate head sets: the top k of each ranking, or the  `Candidate` list
-                prefixes of the greedy path (saved after every head)
-``sweep``       each candidate's validation sweep over layer, scale and     `LayerSweep`
-                injection (saved after every candidate)                     per candidate
-==============  ==========================================================  ======================
+* ``prompts``: does: split; clean prompts from training queries, filtered to the ones the model
+  answers right (their head outputs recorded on the way); the corrupted trials; output:
+  `ExtractionPrompts` and the mean head activations
+* ``effects_*``: does: indirect effects of every head, per ranking (``shuffled``: the corrupted
+  trials; ``zero_shot``: zero-shot training prompts); output: `IndirectEffects`
+* ``heads``: does: the candidate head sets: the top k of each ranking, or the prefixes of the greedy
+  path (saved after every head); output: `Candidate` list
+* ``sweep``: does: each candidate's validation sweep over layer, scale and injection (saved after
+  every candidate); output: `LayerSweep` per candidate
 
 Building each candidate IV and choosing the best one are cheap and not stored. `ivkit.track`
 reuses `prompts_stage` and `effects_stage` for its reference and per-checkpoint

@@ -2,14 +2,11 @@
 
 `run_study` writes into ``out``:
 
-===========================  ===============================================================
-``pretrain/checkpoint-*``    pretraining on the mixture (`ivkit.synthetic.train`)
-``finetune/checkpoint-*``    fine-tuning on the discrete prior, from the last pretraining one
-``measure/*.safetensors``    every squared error (`PromptLosses`)
-``heads/*.json``             head rankings and the head-patching recovery
-``*/key.json``               what each stage was computed from (settings, weight digests) and
-                             how long it took
-===========================  ===============================================================
+* ``pretrain/checkpoint-*``: pretraining on the mixture (`ivkit.synthetic.train`)
+* ``finetune/checkpoint-*``: fine-tuning on the discrete prior, from the last pretraining one
+* ``measure/*.safetensors``: every squared error (`PromptLosses`)
+* ``heads/*.json``: head rankings and the head-patching recovery
+* ``*/key.json``: what each stage was computed from (settings, weight digests) and how long it took
 
 Run it again and every stage whose key matches is loaded instead of computed; change a setting
 and the stages that depend on it run again (training refuses a directory holding other settings:

@@ -11,14 +11,12 @@ leaves one model in memory instead of two.
 
 Shapes (``n`` examples, ``A`` the most answer positions, ``k`` kept logits):
 
-==================  ==============  ====================================================
-``top_idx``         ``(n, A, k)``   token ids of the largest teacher logits
-``top_logit``       ``(n, A, k)``   those logits (raw, not divided by the temperature)
-``lse``             ``(n, A)``      ``logsumexp(logits / T)`` over the whole vocabulary
-``n_pos``           ``(n,)``        answer positions of each example (the rest is padding)
-``heads``           ``(n, h, d)``   the IV's heads' outputs at the last prompt token, no IV
-                                    (only with the consistency term)
-==================  ==============  ====================================================
+* ``top_idx``: ``(n, A, k)``; token ids of the largest teacher logits
+* ``top_logit``: ``(n, A, k)``; those logits (raw, not divided by the temperature)
+* ``lse``: ``(n, A)``; ``logsumexp(logits / T)`` over the whole vocabulary
+* ``n_pos``: ``(n,)``; answer positions of each example (the rest is padding)
+* ``heads``: ``(n, h, d)``; the IV's heads' outputs at the last prompt token, no IV (only with the
+  consistency term)
 """
 
 from __future__ import annotations

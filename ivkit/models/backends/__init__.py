@@ -1,13 +1,10 @@
 """Backends: the frameworks ivkit can run a model through (see `ivkit.models.backends.base`).
 
-=====================  ============================================  ==============================
-name                   model form                                    needs
-=====================  ============================================  ==============================
-``torch``              a Hugging Face ``PreTrainedModel``             nothing more
-``transformer-lens``   a TransformerLens 4.x ``TransformerBridge``    ``pip install transformer-lens``
-``nnsight``            an nnsight 0.8 ``TransformersModel`` /         ``pip install nnsight``
-                       ``LanguageModel``
-=====================  ============================================  ==============================
+* ``torch``: model form: a Hugging Face ``PreTrainedModel``; needs: nothing more
+* ``transformer-lens``: model form: a TransformerLens 4.x ``TransformerBridge``; needs: ``pip
+  install transformer-lens``
+* ``nnsight``: model form: an nnsight 0.8 ``TransformersModel`` / ``LanguageModel``; needs: ``pip
+  install nnsight``
 
 Each backend registers itself (`register_backend`); a new one is a module with a
 registered `Backend` subclass, imported here. None imports its framework until it is used.

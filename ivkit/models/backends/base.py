@@ -4,13 +4,10 @@ Concepts
 --------
 Everything ivkit measures or changes happens at two *sites* of every layer ``l``:
 
-===========  ======================================================  ===========================
-site         what                                                    tensor seen by interventions
-===========  ======================================================  ===========================
-``"heads"``  per-head outputs: the *input* of the attention output   ``(B, T, n_heads * d_head)``
-             projection ``W_O`` (heads concatenated in order)
-``"block"``  the output of decoder block ``l`` (the residual stream)  ``(B, T, d_model)``
-===========  ======================================================  ===========================
+* ``"heads"``: what: per-head outputs: the *input* of the attention output projection ``W_O`` (heads
+  concatenated in order); tensor seen by interventions: ``(B, T, n_heads * d_head)``
+* ``"block"``: what: the output of decoder block ``l`` (the residual stream); tensor seen by
+  interventions: ``(B, T, d_model)``
 
 An `Intervention` is a small object with ``site``, ``layers`` and a method
 ``edit(layer, x) -> x' | None`` that either returns a replacement for ``x`` or ``None`` (it only

@@ -3,14 +3,11 @@
 Envoys used (``l`` is the layer; paths are the model's `ArchSpec`, shown for
 Llama):
 
-===========  ===============================================  ====================================
-site         envoy                                            tensor
-===========  ===============================================  ====================================
-``heads``    ``model.model.layers[l].self_attn.o_proj.input``  ``(B, T, n_heads*d_head)``
-``block``    ``model.model.layers[l].output``                 ``(B, T, d_model)`` (a tensor under
-                                                              transformers 5)
-logits       ``model.output.logits``                          ``(B, logits_to_keep, vocab)``
-===========  ===============================================  ====================================
+* ``heads``: envoy: ``model.model.layers[l].self_attn.o_proj.input``; tensor: ``(B, T,
+  n_heads*d_head)``
+* ``block``: envoy: ``model.model.layers[l].output``; tensor: ``(B, T, d_model)`` (a tensor under
+  transformers 5)
+* logits: envoy: ``model.output.logits``; tensor: ``(B, logits_to_keep, vocab)``
 
 How a forward pass runs
 -----------------------

@@ -2,15 +2,11 @@
 
 Hooks used (``l`` is the layer):
 
-===========  ================================  ===============================================
-site         hook point                        tensor
-===========  ================================  ===============================================
-``heads``    ``blocks.{l}.attn.hook_z``        ``(B, T, n_heads, d_head)``: the input of the
-                                               output projection, split by head (ivkit hands
-                                               interventions the ``(B, T, n_heads*d_head)`` view)
-``block``    ``blocks.{l}.hook_out``           ``(B, T, d_model)``: the block's output, the same
-             (= ``hook_resid_post``)           hook point as ``hook_resid_post``
-===========  ================================  ===============================================
+* ``heads``: hook point: ``blocks.{l}.attn.hook_z``; tensor: ``(B, T, n_heads, d_head)``: the input
+  of the output projection, split by head (ivkit hands interventions the ``(B, T, n_heads*d_head)``
+  view)
+* ``block``: hook point: ``blocks.{l}.hook_out`` (= ``hook_resid_post``); tensor: ``(B, T,
+  d_model)``: the block's output, the same hook point as ``hook_resid_post``
 
 A forward pass is ``bridge(input_ids, attention_mask=..., position_ids=...)``, on ivkit's own
 left-padded token ids: the bridge prepends BOS only to *strings*, so positions and answers line

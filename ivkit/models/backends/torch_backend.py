@@ -3,15 +3,10 @@
 Hooks used (``l`` is the layer; paths are the model's `ArchSpec`, shown for
 Llama):
 
-===========  ====================================================  ==============================
-site         hook                                                  tensor
-===========  ====================================================  ==============================
-``heads``    forward *pre*-hook on ``model.layers[l].self_attn.     input ``(B, T, n_heads*d_head)``
-             o_proj``
-``block``    forward hook on ``model.layers[l]``                   output ``(B, T, d_model)`` (a
-                                                                   tensor under transformers 5,
-                                                                   a tuple before; both handled)
-===========  ====================================================  ==============================
+* ``heads``: hook: forward *pre*-hook on ``model.layers[l].self_attn.o_proj``; tensor: input ``(B,
+  T, n_heads*d_head)``
+* ``block``: hook: forward hook on ``model.layers[l]``; tensor: output ``(B, T, d_model)`` (a tensor
+  under transformers 5, a tuple before; both handled)
 
 This is the reference backend: the fastest, the only one the exact continuation engine
 (``method="fast"``) runs on, and the one the others are tested against.
