@@ -1,7 +1,7 @@
 """ivkit: instruction vectors for language models.
 
 Find the attention heads that carry "which task am I doing", build the vector they add up to,
-inject it, and measure what it does::
+inject it, and measure what it does:
 
     import ivkit
     model = ivkit.load_model("smollm2-135m-instruct")

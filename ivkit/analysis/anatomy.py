@@ -13,7 +13,7 @@
 * ``choose_and_test``: any vectors: layer and scale chosen on validation, top-1 on test
   (`anatomy_common`)
 
-Example::
+Example:
 
     from ivkit.analysis.anatomy import decode_vector, compose, compare_composition
     cap, low = ivkit.InstructionVector.load("runs/cap"), ivkit.InstructionVector.load("runs/low")

@@ -249,7 +249,7 @@ def _item(rec: Any, counts: dict[str, int], where: str) -> ProbeItem:
 
 
 def load_probe_file(path: str | Path) -> list[ProbeItem]:
-    """Your own probe items from a JSON list or JSONL file. Each item is an object::
+    """Your own probe items from a JSON list or JSONL file. Each item is an object:
 
         {"task": "repeat", "demos": [["The cat sleeps.", "The cat sleeps."], ...],
          "query": "What is 7 plus 5?", "instruction_answer": "12"}

@@ -65,7 +65,7 @@ ARCHITECTURES: dict[str, ArchSpec] = {
 def register_architecture(model_type: str, spec: ArchSpec, *, overwrite: bool = False) -> None:
     """Teach ivkit a new architecture.
 
-    Example::
+    Example:
 
         ivkit.register_architecture(
             "olmo2", ivkit.ArchSpec(layers="model.layers", attn_out_proj="self_attn.o_proj",

@@ -1,6 +1,6 @@
 """Attribution patching (``method="attribution"``): a first-order estimate of every head's effect.
 
-For head ``(l, h)`` on a corrupted prompt with last-token output ``z`` and mean ``m``::
+For head ``(l, h)`` on a corrupted prompt with last-token output ``z`` and mean ``m``:
 
     effect(l, h) ≈ (m - z) · ∂metric/∂z
 

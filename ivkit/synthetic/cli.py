@@ -5,7 +5,7 @@ A Typer sub-app (``app``); the ``ivkit`` command mounts it with
 settings objects) before any training starts; a bad value exits with status 2 and one line naming
 the option and the fix.
 
-Examples::
+For example:
 
     ivkit synthetic pretrain --out runs/syn/pretrain --steps 4000
     ivkit synthetic finetune --out runs/syn/finetune --init runs/syn/pretrain/checkpoint-4000

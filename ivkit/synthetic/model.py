@@ -24,7 +24,7 @@ tokenizer and runs token ids, which a regression model has neither of, so `hooka
 the network in a `HookedRegression`: the attributes ivkit's interventions use (``model``,
 ``spec``, ``geometry``, ``backend``, ``block``, ``attn_out_proj``), so that
 ``ivkit.models.hooks.record_head_outputs`` and ``patch_head_outputs`` work on it unchanged; the
-forward pass is then the network's own call::
+forward pass is then the network's own call:
 
     view = hookable(net)
     with record_head_outputs(view) as rec:      # the query position, every layer

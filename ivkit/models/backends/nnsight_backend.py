@@ -16,7 +16,7 @@ hooks. So ``attach`` only records the intervention, and `NNsightBackend.forward`
 trace with one batched ``invoke`` of the pre-padded batch (``input_ids``, ``attention_mask``,
 ``position_ids``: nothing is re-tokenised or re-padded), visits the sites in execution order
 (layer by layer, heads before block output),
-applies every editing intervention there, ``.save()``\\ s what reading interventions need, and
+applies every editing intervention there, saves (``.save()``) what reading interventions need, and
 hands the saved tensors to them after the trace. Only saved tensors come back from a remote run,
 so reads are replayed locally on them; edits run where the model runs.
 
