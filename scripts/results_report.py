@@ -178,6 +178,33 @@ def write_figures(mdir: Path, name: str, figures: Path) -> None:
         to_html(fig, figures / f"{_slug(name)}_{d.name}_heads.html", self_contained=False)
 
 
+def comparison_section(out: Path, models: list[str]) -> list[str]:
+    """The tasks every model was evaluated on, side by side: how much of clean 10-shot each
+    model's IV recovers zero-shot (on the queries clean 10-shot gets right), and what the recipe
+    chose for it."""
+    if len(models) < 2:
+        return []
+    runs = {n: {d.name: d for d in (out / _slug(n)).iterdir() if (d / "evaluation.json").exists()} for n in models}
+    shared = sorted(set.intersection(*(set(r) for r in runs.values())))
+    if not shared:
+        return []
+    lines = ["## The same task on both models", "",
+             "Zero-shot + IV on the queries clean 10-shot gets right (the share of in-context behaviour the IV "
+             "recovers without demonstrations), and the recipe chosen on validation for each model.", "",
+             "| task | " + " | ".join(f"{n}: zero-shot + IV, ICL-right | {n}: chosen recipe" for n in models) + " |",
+             "|---|" + "---|---|" * len(models)]
+    for t in shared:
+        cells = []
+        for n in models:
+            ev = json.loads((runs[n][t] / "evaluation.json").read_text())["evaluation"]["detail"]["zero_shot_iv"]
+            meta = json.loads((runs[n][t] / "iv.json").read_text())
+            ch = (meta.get("recipe") or {}).get("chosen", {})
+            cells += [_ci(ev, "top1_icl_correct"),
+                      f"{ch.get('selection')}, {ch.get('ranking')}, k={ch.get('k')}, {meta.get('injection')}"]
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_doc(args) -> None:
     m = json.loads((args.out / "machine.json").read_text())
     figures = args.doc.parent / args.doc.stem
@@ -195,6 +222,7 @@ def write_doc(args) -> None:
     for name in models:
         write_figures(args.out / _slug(name), name, figures)
         lines += model_section(name, args.out / _slug(name), figures, args.doc.parent, m["min_few_shot"])
+    lines += comparison_section(args.out, models)
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text("\n".join(lines) + "\n")
 

@@ -33,3 +33,25 @@ def test_report_on_a_tiny_model(tiny_llama_dir, task_file, tmp_path):
     doc.unlink()
     _run(*common, "--doc-only", "--min-few-shot", 0)
     assert doc.read_text() == text
+
+
+def test_comparison_section_lists_the_tasks_both_models_ran(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_report", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for model, acc in (("a", 0.9), ("b", 0.5)):
+        for task in ("t1", "t2") if model == "a" else ("t1",):
+            d = tmp_path / model / task
+            d.mkdir(parents=True)
+            zs = {"top1_icl_correct": acc, "top1_icl_correct_lo": acc - 0.1, "top1_icl_correct_hi": acc + 0.05}
+            (d / "evaluation.json").write_text(json.dumps({"evaluation": {"detail": {"zero_shot_iv": zs}}}))
+            (d / "iv.json").write_text(json.dumps({"injection": "heads", "recipe": {"chosen": {
+                "selection": "greedy", "ranking": "both", "k": 4}}}))
+    lines = mod.comparison_section(tmp_path, ["a", "b"])
+    assert lines[0] == "## The same task on both models"
+    rows = [line for line in lines if line.startswith("| t1")]
+    assert "t2" not in "".join(lines)
+    assert rows == ["| t1 | 0.90 (0.80-0.95) | greedy, both, k=4, heads | 0.50 (0.40-0.55) | greedy, both, k=4, heads |"]
+    assert mod.comparison_section(tmp_path, ["a"]) == []
