@@ -121,6 +121,11 @@ def alignment(model: IVModel, items: Sequence[ProbeItem], transform: Transform,
         stream = residual_stream(model, encoded(model, items, transform), batch_size=batch_size)
     if stream.shape[0] != n:
         raise InputError(f"stream holds {stream.shape[0]} prompts, the items {n}")
+    if vector.shape != stream.shape[2:]:
+        raise InputError(f"the vector has shape {tuple(vector.shape)}; the residual stream needs ({stream.shape[2]},)")
+    if center is not None and center.shape != stream.shape[1:]:
+        raise InputError(f"center has shape {tuple(center.shape)}; it must be (n_layers, d_model) = "
+                         f"{tuple(stream.shape[1:])}")
     h = stream.double() - (0 if center is None else center.double()[None])
     cos = torch.nn.functional.cosine_similarity(h, vector.double()[None, None], dim=-1).numpy()  # (n, layers)
     bounds = np.linspace(0, n, min(chunks, n) + 1).round().astype(int)
@@ -376,12 +381,12 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
                                     batch_size=batch_size, streams=streams) for t in transforms]
         centred += cached_centred(Path(out) if out else None, lm, role, items, transforms, iv, chunks=chunks,
                                   batch_size=batch_size, streams=streams)
+        streams.clear()  # before the generation passes
         if role == "tuned":
             for cond, vec in (("iv", iv), ("iv_random", iv.with_random_directions(control_seed))):
                 injected.append(cached_run(Path(out) if out else None, lm, items, identity(), condition=cond, iv=vec,
                                            max_new_tokens=max_new_tokens, batch_size=batch_size, engine=engine,
                                            progress=progress))
-        streams.clear()
         lm.release()
     info = {"heads": iv.heads, "task_source": iv.meta.get("task_source"), "layer_selection": iv.meta.get("layer_selection"),
             "norm": iv.norm, "control_seed": control_seed, "chunks": chunks}
@@ -391,17 +396,19 @@ def diagnose(base: IVModel | str | Path, tuned: IVModel | str | Path, items: Seq
 
 class Streams:
     """Each transform's `residual_stream` on one model, computed once when first asked for and
-    kept until `clear` (about ``prompts x layers x d_model`` floats per transform)."""
+    kept until `clear` (about ``prompts x layers x d_model`` floats per transform). Keyed by the
+    transform object, not its name: two transforms may share a name."""
 
     def __init__(self, model: LazyModel, items: Sequence[ProbeItem], batch_size: int):
         self.model, self.items, self.batch_size = model, items, batch_size
-        self._cache: dict[str, Tensor] = {}
+        self._cache: dict[int, tuple[Transform, Tensor]] = {}
 
     def __call__(self, transform: Transform) -> Tensor:
-        if transform.name not in self._cache:
+        if id(transform) not in self._cache:  # the entry keeps the transform alive, so its id stays unique
             m = self.model.get()
-            self._cache[transform.name] = residual_stream(m, encoded(m, self.items, transform), batch_size=self.batch_size)
-        return self._cache[transform.name]
+            self._cache[id(transform)] = (transform, residual_stream(m, encoded(m, self.items, transform),
+                                                                     batch_size=self.batch_size))
+        return self._cache[id(transform)][1]
 
     def clear(self) -> None:
         self._cache.clear()

@@ -8,18 +8,15 @@ never lists the names the engine expects. Instead, a block's call is *bound* to 
 signature (positional arguments get their names), and each argument is classified by what it
 is:
 
-* the hidden states (first): what the continuation passes instead: the rows' hidden states ``(rows,
-  S, d_model)``
-* a KV cache (any name): what the continuation passes instead: a stand-in that returns each row's
-  own keys/values
-* ``attention_mask``: what the continuation passes instead: the continuation context (prefix
-  keys/values and padding)
-* a per-position tensor: what the continuation passes instead: its last ``S`` positions, repeated
-  for each prompt's rows
-* (``(P, T, ...)``) or tuple: what the continuation passes instead: (``position_ids``,
-  ``position_embeddings``, ``cache_position``, ...)
-* ``use_cache``: what the continuation passes instead: ``False``
-* anything else not a tensor: what the continuation passes instead: unchanged (flags, ``None``)
+What each argument of a decoder block becomes in the continuation:
+
+* the hidden states (first): the rows' hidden states ``(rows, S, d_model)``
+* a KV cache (any name): a stand-in that returns each row's own keys/values
+* ``attention_mask``: the continuation context (prefix keys/values and padding)
+* a per-position tensor (``(P, T, ...)``) or tuple (``position_ids``, ``position_embeddings``,
+  ``cache_position``, ...): its last ``S`` positions, repeated for each prompt's rows
+* ``use_cache``: ``False``
+* anything else not a tensor: unchanged (flags, ``None``)
 
 A tensor argument of any other shape cannot be re-made per row: that is an explicit capability
 check, which raises `FastPathUnsupported` with the argument's name. So does a model whose

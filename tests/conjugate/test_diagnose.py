@@ -109,3 +109,18 @@ def test_diagnosis_runs_on_tiny_models(tiny_llama, items, iv, tmp_path, monkeypa
     assert again.to_pandas().equals(df)
     with pytest.raises(InputError, match="one task"):
         diagnose(tiny_llama, tuned, build_probe(["repeat", "uppercase"], n=2), [], iv)
+
+
+def test_streams_are_kept_per_transform_not_per_name(tiny_llama, items, iv):
+    from ivkit.conjugate.diagnose import Streams
+    from ivkit.conjugate.runner import LazyModel
+    from ivkit.conjugate.transforms import custom
+
+    shouting = custom("none", str.upper, invertible=False)  # the plain transform's name, other prompts
+    streams = Streams(LazyModel(tiny_llama, "m"), items, 4)
+    plain, loud = streams(identity()), streams(shouting)
+    assert not torch.equal(plain, loud)
+    texts = [p.text for p in encoded(tiny_llama, items, shouting).prompts]
+    np.testing.assert_allclose(loud.double().numpy(), _states(tiny_llama, texts).numpy(), atol=1e-4)
+    with pytest.raises(InputError, match="center has shape"):
+        alignment(tiny_llama, items, identity(), iv.vector, stream=plain, center=plain[0, 0])
