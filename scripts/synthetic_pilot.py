@@ -100,12 +100,12 @@ def main() -> None:
                  m["discrete_gain"], m["continuous"]["net"], m["continuous"]["ridge"], np.round(m["implied_p"], 3))
     record = {"out": str(a.out), "task": task.to_dict(), "model": model.to_dict() if hasattr(model, "to_dict") else vars(model),
               "train": cfg.to_dict(), "train_seconds": run.seconds, "wall_seconds": time.perf_counter() - t0,
-              "checkpoints": rows, "machine": machine_info(), "threads": a.threads}
+              "checkpoints": rows, "n_validation": a.n_validation, "machine": machine_info(), "threads": a.threads}
     log_path = a.out.parent / "pilot.jsonl"  # one row per setting: a rerun replaces its row
     old = [line for line in (log_path.read_text().splitlines() if log_path.exists() else [])
            if line.strip() and json.loads(line)["out"] != str(a.out)]
     atomic_write_text(log_path, "".join(line + "\n" for line in [*old, json.dumps(record)]))
-    log.info("pretraining %.0f s; appended to %s", run.seconds, a.out.parent / "pilot.jsonl")
+    log.info("pretraining %.0f s; row written to %s", run.seconds, a.out.parent / "pilot.jsonl")
 
 
 if __name__ == "__main__":

@@ -125,7 +125,10 @@ def ci(m: float, lo: float, hi: float, fmt: str = ".3f") -> str:
 def pct(m: float, lo: float, hi: float) -> str:
     if not np.isfinite(m):
         return "undefined (no increase to recover)"
-    return f"{m:.0%} [{lo:.0%}, {hi:.0%}]"
+    def p(x: float) -> str:
+        return f"{x + 0.0:.0%}".replace("-0%", "0%")
+
+    return f"{p(m)} [{p(lo)}, {p(hi)}]"
 
 
 def sign_verdict(lo: float, hi: float, what: str) -> str:
@@ -203,7 +206,7 @@ def finding1(res: StudyResult, figures: dict[str, str]) -> list[str]:
     b_pre, b_ft = res.config.bayes_names
     db = mean_interval(res.continuous.window(b_ft, ex) - res.continuous.window(b_pre, ex))
     nf, nf_b = res.distance.near_minus_far, res.distance_bayes.near_minus_far
-    out = ["## 2. Finding 1: fine-tuning raises continuous-prior loss, most near the discrete set", "",
+    out = ["## 2. Claim 1 (Kotha et al.): fine-tuning raises continuous-prior loss, most near the discrete set", "",
            f"Fine-tuned minus pretrained loss on continuous-prior test prompts, {ex[0]}-{ex[1]} examples: "
            f"{ci(*d, '+.3f')}: {sign_verdict(d[1], d[2], 'the increase')}.", "",
            f"By distance of the prompt's true w to the nearest of the {res.config.task.n_discrete} vectors (quintiles "
@@ -237,7 +240,7 @@ def sweep_table(sweep) -> list[str]:
 def finding2(res: StudyResult, figures: dict[str, str]) -> list[str]:
     s, sb = res.conjugate, res.conjugate_bayes
     ex = res.config.examples
-    out = ["## 3. Finding 2: scaling the labels recovers part of the loss", "",
+    out = ["## 3. Claim 2 (Kotha et al.): scaling the labels recovers part of the loss", "",
            f"The conjugate prompt multiplies every label by α; the prediction is divided by α. For ridge this changes "
            f"nothing (tested exactly in `tests/synthetic/test_bayes.py`); for a model that infers the prior it moves "
            f"the prompt away from the discrete set. α is chosen on {res.config.n_validation} validation prompts "
@@ -264,7 +267,7 @@ def finding2(res: StudyResult, figures: dict[str, str]) -> list[str]:
 
 def finding3(res: StudyResult, figures: dict[str, str]) -> list[str]:
     rp, ch, rec = res.ranking_pretrained, res.change, res.recovery
-    out = ["## 4. Finding 3: the heads that carry the inference", "",
+    out = ["## 4. Claim 3: heads carry the \"which prior\" inference, and fine-tuning changes them", "",
            f"Each head's mean output at the query over {rp.n_prompts} continuous-prior validation prompts is patched "
            f"(ivkit's `patch_head_outputs` on the GPT-2 blocks) into runs on as many discrete-prior prompts, at "
            f"{list(rp.examples)} examples; the score is how far the prediction moves toward the ridge answer of the "
@@ -336,9 +339,9 @@ def setup_section(res: StudyResult) -> list[str]:
             f"*continuous* N(0, {t.tau:g}² I). Pretraining draws each prompt's prior from the mixture (discrete with "
             f"probability {t.p_discrete:g}); fine-tuning uses the discrete prior only."
             + ("" if (t.n_discrete, t.noise) == (64, 1.0) else
-               " The seed's set-up has 64 vectors and σ = 1; with 64 vectors the network did not use the discrete set "
-               "within the CPU budget, so the set and the noise were sized on validation prompts (see \"How the sizes "
-               "were chosen\")."),
+               " The seed's set-up has 64 vectors and σ = 1. Here σ was set to 0.25 before the pilot, so that a "
+               "prompt's few first examples identify its vector, and the size of the set and the pretraining steps "
+               "were chosen on validation prompts (see \"How the sizes were chosen\")."),
             f"* **Network**: GPT-2 blocks from `transformers` ({m.n_layer} layers, {m.n_head} heads, width {m.n_embd}; "
             f"{n_params:,} parameters). Each position holds one example and the next input, [x_(i-1), y_(i-1), x_i], "
             f"read in by a linear layer; a linear read-out at position i predicts y_i, so no position reads its own "
@@ -370,7 +373,8 @@ def pilot_section(path: Path) -> list[str]:
     rows.sort(key=lambda r: (r["train"]["steps"], r["task"]["n_discrete"]))
     out = ["## How the sizes were chosen", "",
            "Before the study, `scripts/synthetic_pilot.py` pretrained candidate settings and measured each on "
-           "*validation* prompts only (500 per prior; never the test prompts reported above). The study needs a "
+           f"*validation* prompts only ({'/'.join(str(v) for v in sorted({r.get('n_validation', 500) for r in rows}))} "
+           f"per prior; never the test prompts reported above). The study needs a "
            "network that infers which prior a prompt comes from, so the criterion is how much of the discrete Bayes "
            "predictor's advantage over ridge on discrete-prior prompts the pretrained network captures "
            "(share = (ridge − network) / (ridge − discrete Bayes), MSE over 1-40 examples): among the settings whose "
@@ -387,8 +391,25 @@ def pilot_section(path: Path) -> list[str]:
                    + (ci(*d["over_ridge"], "+.3f") if "over_ridge" in d else "-") + f" | {last['discrete_gain']:+.2f} | "
                    f"{c['net']:.3f} / {c['ridge']:.3f} | {p:.3g} [{lo:.3g}, {hi:.3g}] |")
     out += ["", f"Reproduce a row: `python scripts/synthetic_pilot.py --out runs/synthetic_pilot/<name> --n-discrete K "
-            f"--noise S --steps N --points-steps 0 --dims-steps 0` (rows are appended to `{path}`).", ""]
+            f"--noise S --steps N --points-steps 0 --dims-steps 0` (one row per `--out` in `{path}`; a rerun replaces "
+            f"its row)." + (" Every row was pretrained without curriculum." if all(
+                r["train"]["points_steps"] == 0 and r["train"]["dims_steps"] == 0 for r in rows) else ""), ""]
     return out
+
+
+def implied_line(imp: dict) -> str:
+    """What the implied discrete-prior weights before and after fine-tuning say, from their values."""
+    (p0, lo0, hi0), (p1, lo1, hi1) = imp["pretrained"], imp["fine-tuned"]
+    moved = ("Fine-tuning moved the network toward predicting as if discrete prompts were likelier, the skew the seed "
+             "describes (the intervals are apart)." if lo1 > hi0 else
+             "Fine-tuning moved it away from the discrete prior (the intervals are apart)." if hi1 < lo0 else
+             "The intervals overlap: no shift of the implied weight is shown.")
+    tail = (" The pretrained network's partial use of the discrete set is matched by no mixture better than by ridge "
+            "(p = 0)." if p0 == 0 else "")
+    return (f"* Task inference, read through the implied weight: the Bayes mixture nearest the pretrained network has "
+            f"p = {p0:.3g} [{lo0:.3g}, {hi0:.3g}] and the one nearest the fine-tuned network p = {p1:.3g} "
+            f"[{lo1:.3g}, {hi1:.3g}]. {moved} The weight is the nearest mixture on a grid, not a posterior the network "
+            f"holds.{tail}")
 
 
 def learned_share(res: StudyResult) -> float:
@@ -425,14 +446,9 @@ def limits_section(res: StudyResult) -> list[str]:
         imp = res.implied.best
         out += [f"* The pretrained network uses the discrete set (section 1), but only partly: it captures {share:.0%} "
                 f"of the discrete Bayes predictor's advantage over ridge, so it sits between ridge and the Bayes mixture "
-                f"the seed's explanation assumes. Larger sets (16, 64 vectors) were learned less within the budget (the "
-                f"pilot table).",
-                f"* Task inference, read through the implied weight: the Bayes mixture nearest the pretrained network "
-                f"has p = {imp['pretrained'][0]:.3g} and the one nearest the fine-tuned network p = "
-                f"{imp['fine-tuned'][0]:.3g} [{imp['fine-tuned'][1]:.3g}, {imp['fine-tuned'][2]:.3g}]. Fine-tuning moved "
-                f"the network toward predicting as if discrete prompts were likelier, the skew the seed describes. The "
-                f"weight is the nearest mixture on a grid, not a posterior the network holds, and the pretrained "
-                f"network's partial use of the discrete set is not matched better by any mixture than by ridge."]
+                f"the seed's explanation assumes. The pilot table shows how much larger sets were learned within the "
+                f"budget.",
+                implied_line(imp)]
     table = discrete_set(res.config.task)
     gaps = torch.cdist(table, table, compute_mode="donot_use_mm_for_euclid_dist") + 1e9 * torch.eye(len(table))
     out += [f"* Dimension {res.config.task.dim}: each of the {len(table)} vectors has its nearest neighbour "
@@ -470,9 +486,10 @@ def whole_study_line(out: Path) -> str:
     if not f.is_file():
         return ""
     w = json.loads(f.read_text())
+    note = f" Recorded by hand: {w['note']}." if w.get("note") else ""
     return (f" The whole study from an empty `--out`, pretraining included, took {w['wall_seconds']:.0f} s "
             f"({w['wall_seconds'] / 60:.1f} min, started {w['started']}, {w['threads']} thread(s), load average "
-            f"{w['load_before']} at the start and {w['load_after']} at the end; target: under 30 min).")
+            f"{w['load_before']} at the start and {w['load_after']} at the end; target: under 30 min).{note}")
 
 
 def page(res: StudyResult, figures: dict[str, str], mach: dict[str, str], run: dict, pilot: Path) -> str:

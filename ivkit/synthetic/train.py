@@ -217,7 +217,8 @@ def load_checkpoint(path: str | Path) -> RegressionGPT2:
     try:
         net.load_state_dict(load_file(path / MODEL_FILE), strict=True)
     except (FileNotFoundError, RuntimeError) as e:
-        raise ArtifactError(f"{path / MODEL_FILE} is missing or does not fit the model: {e}") from None
+        raise ArtifactError(f"{path / MODEL_FILE} is missing or does not fit the model ({e}). A checkpoint saved "
+                            f"before the one-position-per-example layout does not load: train it again") from None
     return net.eval()
 
 
