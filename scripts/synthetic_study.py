@@ -173,7 +173,7 @@ def sanity_section(res: StudyResult, figures: dict[str, str]) -> list[str]:
             f"* On discrete-prior prompts, knowing the {res.config.task.n_discrete} vectors is worth {ci(*bayes_gain)} "
             f"over ridge (Bayes); the "
             f"pretrained network's advantage over ridge there is {ci(*disc_gain)}. "
-            + (f"It uses the discrete set, partly: it captures {disc_gain[0] / bayes_gain[0]:.0%} of the Bayes "
+            + (f"It uses the discrete set, partly: it captures {learned_share(res):.0%} of the Bayes "
                f"advantage." if disc_gain[1] > 0 else
                "**It has not learned to use the discrete set**: on discrete-prior prompts it does no better than "
                "ridge, so it behaves as an (imperfect) ridge regressor, not as the Bayes mixture of the two priors."),
