@@ -160,11 +160,29 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
             f"{tm.get('filter', 0) + tm.get('mean_activations', 0):.0f} / {tm.get('indirect_effects', 0):.0f} / "
             f"{tm.get('greedy', 0) + tm.get('build', 0) + tm.get('layer_sweep', 0):.0f} / {ev['evaluate_seconds']:.0f} | "
             f"{heads} |")
+    total = sum(_task_seconds(mdir / _slug(t)) for t in kept)
+    recipes.append("")
+    recipes.append(f"Stage seconds summed over the {len(kept)} tasks: {total / 60:.0f} min (extraction and evaluation, "
+                   "not screening).")
     bar = f"the function-vectors bar (zero-shot + IV at {FV_BAR} or more on the queries clean 10-shot gets right)"
     verdict = [f"Meets {bar}: {', '.join(met) or 'none'}.", f"Short of it: {', '.join(short) or 'none'}."]
     if unknown:
         verdict.append(f"Not measurable (clean 10-shot gets no test query right): {', '.join(unknown)}.")
     return lines + recipes + ["", *verdict, ""]
+
+
+def _task_seconds(d: Path) -> float:
+    """A task's stage seconds (extraction stages and evaluation), 0 when it has not run."""
+    if not (d / "evaluation.json").exists():
+        return 0.0
+    tm = json.loads((d / "iv.json").read_text()).get("timings", {})
+    return sum(float(v) for v in tm.values()) + json.loads((d / "evaluation.json").read_text())["evaluate_seconds"]
+
+
+def _dates(out: Path, models: list[str]) -> str:
+    days = sorted({json.loads(p.read_text()).get("date", "") for n in models
+                   for p in (out / _slug(n)).glob("*/evaluation.json")} - {""})
+    return "-" if not days else days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
 
 
 def write_figures(mdir: Path, name: str, figures: Path) -> None:
@@ -190,19 +208,30 @@ def comparison_section(out: Path, models: list[str]) -> list[str]:
         return []
     lines = ["## The same task on both models", "",
              "Zero-shot + IV on the queries clean 10-shot gets right (the share of in-context behaviour the IV "
-             "recovers without demonstrations), and the recipe chosen on validation for each model.", "",
-             "| task | " + " | ".join(f"{n}: zero-shot + IV, ICL-right | {n}: chosen recipe" for n in models) + " |",
-             "|---|" + "---|---|" * len(models)]
+             "recovers without demonstrations), zero-shot + IV over clean 10-shot on all queries, and the recipe "
+             "chosen on validation for each model.", "",
+             "| task | " + " | ".join(f"{n}: zero-shot + IV, ICL-right | {n}: IV / 10-shot | {n}: chosen recipe"
+                                    for n in models) + " |",
+             "|---|" + "---|---|---|" * len(models)]
     for t in shared:
         cells = []
         for n in models:
-            ev = json.loads((runs[n][t] / "evaluation.json").read_text())["evaluation"]["detail"]["zero_shot_iv"]
+            detail = json.loads((runs[n][t] / "evaluation.json").read_text())["evaluation"]["detail"]
+            ev, fs = detail["zero_shot_iv"], detail.get("few_shot", {}).get("top1")
             meta = json.loads((runs[n][t] / "iv.json").read_text())
             ch = (meta.get("recipe") or {}).get("chosen", {})
-            cells += [_ci(ev, "top1_icl_correct"),
+            ratio = f"{ev['top1'] / fs:.2f}" if fs and ev.get("top1") is not None else "-"
+            cells += [_ci(ev, "top1_icl_correct"), ratio,
                       f"{ch.get('selection')}, {ch.get('ranking')}, k={ch.get('k')}, {meta.get('injection')}"]
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _exploration_link(doc: Path) -> str:
+    if not (doc.parent / "exploration.md").exists():
+        return ""
+    return (" How these candidates were found, including recipes tried per task after seeing test numbers, is "
+            "[the recipe exploration](exploration.md).")
 
 
 def write_doc(args) -> None:
@@ -214,9 +243,15 @@ def write_doc(args) -> None:
              f"each embedded model does at {m['min_few_shot']:g} or better with clean 10-shot prompts (validation "
              f"queries), extracted with `--recipe auto` (the ranking, the heads, k and the injection chosen on the "
              f"validation split, nothing per task by hand) and evaluated on {m['prompts']} test queries at most "
-             f"(the whole split when it is smaller). Seed {m['seed']}.", "",
+             f"(the whole split when it is smaller). Seed {m['seed']}; computed {_dates(args.out, models)}.", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, CPU only; Python {m['python']}, torch "
-             f"{m['torch']}, transformers {m['transformers']}, ivkit {m['ivkit']}.", "",
+             f"{m['torch']}, transformers {m['transformers']}, ivkit {m['ivkit']} (installed from the lock); each model in "
+             f"its own process with {m['threads']} torch thread(s). Seconds are wall time of that process.", "",
+             "The auto recipe's candidates: the top 3, 5, 10 and 20 heads of each ranking (AIE on shuffled 10-shot "
+             "prompts, and on zero-shot prompts) and every prefix of the greedy path (at most 8 heads chosen together, "
+             "from the top 15 of each ranking, for zero-shot top-1 on training queries); each injected as a residual "
+             "vector (every layer x scale 1-4) or head by head (scale 1-4). The candidate with the best validation "
+             "top-1 (then mean answer probability) is the IV." + _exploration_link(args.doc), "",
              "Columns: first-token top-1 with 95% Wilson intervals; *ICL-right* are the test queries clean 10-shot "
              "answers right (the function-vectors protocol); *random* adds a random vector of the IV's norm.", ""]
     for name in models:

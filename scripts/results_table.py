@@ -1,8 +1,11 @@
 #!/usr/bin/env python
 """Extract and evaluate an IV per task through the CLI, and write the results table.
 
+The tables of docs/exploration.md (per-option recipe studies) were made with it; the results
+report itself is ``scripts/results_report.py``.
+
     python scripts/results_table.py --model smollm2-135m-instruct --out runs/results \\
-        --doc docs/results.md capitalize lowercase_first_letter ...
+        --doc /tmp/table.md capitalize lowercase_first_letter ...
 
 For each task it runs exactly the two commands it prints in the table:
 ``ivkit extract MODEL TASK --out OUT/TASK --json`` and

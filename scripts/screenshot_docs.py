@@ -5,8 +5,7 @@
 
 Serves ``site/`` on a local port and has Chromium (``--browser``, default ``chromium``) save a PNG
 of each page in ``--pages`` (paths inside the site). Needs a Chromium or Chrome binary; nothing is
-fetched from the network except what the pages themselves load (plotly.js from its CDN, where a
-page uses it).
+fetched from the network (the site serves its own plotly.js).
 """
 
 from __future__ import annotations

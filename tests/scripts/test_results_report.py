@@ -45,13 +45,16 @@ def test_comparison_section_lists_the_tasks_both_models_ran(tmp_path):
         for task in ("t1", "t2") if model == "a" else ("t1",):
             d = tmp_path / model / task
             d.mkdir(parents=True)
-            zs = {"top1_icl_correct": acc, "top1_icl_correct_lo": acc - 0.1, "top1_icl_correct_hi": acc + 0.05}
-            (d / "evaluation.json").write_text(json.dumps({"evaluation": {"detail": {"zero_shot_iv": zs}}}))
+            zs = {"top1": acc / 2, "top1_icl_correct": acc, "top1_icl_correct_lo": acc - 0.1,
+                  "top1_icl_correct_hi": acc + 0.05}
+            detail = {"zero_shot_iv": zs, "few_shot": {"top1": 0.9}}
+            (d / "evaluation.json").write_text(json.dumps({"evaluation": {"detail": detail}}))
             (d / "iv.json").write_text(json.dumps({"injection": "heads", "recipe": {"chosen": {
                 "selection": "greedy", "ranking": "both", "k": 4}}}))
     lines = mod.comparison_section(tmp_path, ["a", "b"])
     assert lines[0] == "## The same task on both models"
     rows = [line for line in lines if line.startswith("| t1")]
     assert "t2" not in "".join(lines)
-    assert rows == ["| t1 | 0.90 (0.80-0.95) | greedy, both, k=4, heads | 0.50 (0.40-0.55) | greedy, both, k=4, heads |"]
+    assert rows == ["| t1 | 0.90 (0.80-0.95) | 0.50 | greedy, both, k=4, heads | 0.50 (0.40-0.55) | 0.28 | greedy, both, "
+                    "k=4, heads |"]
     assert mod.comparison_section(tmp_path, ["a"]) == []
