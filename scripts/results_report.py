@@ -2,7 +2,7 @@
 """The results report: one recipe, chosen on the validation split, over every built-in task each
 embedded model can do.
 
-    python scripts/results_report.py --out runs/report --doc docs/results.md
+    python scripts/results_report.py --out results/report --doc docs/results.md
 
 For each model (``--models``, default both embedded ones):
 
@@ -18,7 +18,12 @@ For each model (``--models``, default both embedded ones):
    function-vectors bar (zero-shot + IV at 0.8 or more on the queries clean 10-shot gets right).
 
 Everything is stored under ``--out`` as it is computed, so an interrupted run resumes; the page
-is written from the stored files only (``--doc-only`` rewrites it without computing).
+is written from the stored files only (``--doc-only`` rewrites it without computing). The
+repository keeps each finished task's small files in ``results/report`` (``iv.json``,
+``iv.safetensors``, ``evaluation.json``, ``indirect_effects.json``, ``layer_sweep.json``; its
+``.gitignore`` leaves out the stage caches), so the page can be rewritten, the IVs loaded
+(``ivkit.InstructionVector.load("results/report/smollm2-135m-instruct/capitalize")``) and a run
+resumed on another machine.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ def _args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--tasks", default="all", help="comma-separated tasks (names or files), or all built-in ones")
-    ap.add_argument("--out", type=Path, default=Path("runs/report"))
+    ap.add_argument("--out", type=Path, default=Path("results/report"))
     ap.add_argument("--doc", type=Path, default=Path("docs/results.md"))
     ap.add_argument("--min-few-shot", type=float, default=0.5)
     ap.add_argument("--screen-prompts", type=int, default=60)
@@ -101,6 +106,10 @@ def task_run(model, task: str, d: Path, args, options: dict) -> dict:
 def compute(args) -> None:
     options = json.loads(args.options)
     tasks = ivkit.list_tasks() if args.tasks == "all" else args.tasks.split(",")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "machine.json", {**machine_info(), "options": options, "seed": args.seed,
+                                                  "prompts": args.prompts, "min_few_shot": args.min_few_shot,
+                                                  "screen_prompts": args.screen_prompts})
     for name in args.models.split(","):
         mdir = args.out / _slug(name)
         model = ivkit.load_model(name)
@@ -109,9 +118,6 @@ def compute(args) -> None:
             t0 = time.perf_counter()
             task_run(model, t, mdir / _slug(t), args, options)
             log.info("%s %s: %.0f s", name, t, time.perf_counter() - t0)
-    atomic_write_json(args.out / "machine.json", {**machine_info(), "options": options, "seed": args.seed,
-                                                  "prompts": args.prompts, "min_few_shot": args.min_few_shot,
-                                                  "screen_prompts": args.screen_prompts})
 
 
 def _ci(r: dict, key: str) -> str:
@@ -235,6 +241,8 @@ def _exploration_link(doc: Path) -> str:
 
 
 def write_doc(args) -> None:
+    if not (args.out / "machine.json").exists():
+        raise SystemExit(f"{args.out} holds no machine.json: nothing was computed there; run without --doc-only first")
     m = json.loads((args.out / "machine.json").read_text())
     figures = args.doc.parent / args.doc.stem
     models = [n for n in args.models.split(",") if (args.out / _slug(n) / "screen.json").exists()]
