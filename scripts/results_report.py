@@ -136,7 +136,7 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
              "", "| task | n (ICL-right) | zero-shot | **zero-shot + IV** | shuffled | shuffled + IV | clean 10-shot | "
              "random | **zero-shot + IV, ICL-right** | shuffled + IV, ICL-right | FV bar |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    recipes = ["", "| task | chosen on validation: selection, ranking, k | injection, layer, scale | valid top-1 | "
+    recipes = ["", "| task | chosen on validation: selection, ranking, k | injection | valid top-1 | "
                "seconds: filter+means / AIE / selection+sweep / evaluate | heads |", "|---|---|---|---|---|---|"]
     short, met, unknown = [], [], []
     for t in kept:
@@ -162,19 +162,31 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
         heads = f"[heat map]({os.path.relpath(fig, doc_dir)})" if fig.exists() else "-"
         recipes.append(
             f"| {_slug(t)} | {chosen.get('selection')}, {chosen.get('ranking')}, {chosen.get('k')} | "
-            f"{meta.get('injection')}, {meta.get('layer')}, {meta.get('scale')} | {sel.get('top1', float('nan')):.2f} | "
+            f"{_injection(meta)} | {sel.get('top1', float('nan')):.2f} | "
             f"{tm.get('filter', 0) + tm.get('mean_activations', 0):.0f} / {tm.get('indirect_effects', 0):.0f} / "
             f"{tm.get('greedy', 0) + tm.get('build', 0) + tm.get('layer_sweep', 0):.0f} / {ev['evaluate_seconds']:.0f} | "
             f"{heads} |")
-    total = sum(_task_seconds(mdir / _slug(t)) for t in kept)
+    run = [t for t in kept if (mdir / _slug(t) / "evaluation.json").exists()]
+    total = sum(_task_seconds(mdir / _slug(t)) for t in run)
     recipes.append("")
-    recipes.append(f"Stage seconds summed over the {len(kept)} tasks: {total / 60:.0f} min (extraction and evaluation, "
-                   "not screening).")
+    recipes.append(f"Stage seconds summed over the {len(run)} tasks run: {total / 60:.0f} min (extraction and "
+                   "evaluation, not screening).")
     bar = f"the function-vectors bar (zero-shot + IV at {FV_BAR} or more on the queries clean 10-shot gets right)"
     verdict = [f"Meets {bar}: {', '.join(met) or 'none'}.", f"Short of it: {', '.join(short) or 'none'}."]
     if unknown:
         verdict.append(f"Not measurable (clean 10-shot gets no test query right): {', '.join(unknown)}.")
+    if len(run) < len(kept):
+        verdict.append(f"Not run yet ({len(kept) - len(run)} of {len(kept)}; the same command resumes): "
+                       f"{', '.join(_slug(t) for t in kept if t not in run)}.")
     return lines + recipes + ["", *verdict, ""]
+
+
+def _injection(meta: dict) -> str:
+    """``residual, layer L, scale S`` or ``heads, scale S`` (each head at its own layer)."""
+    scale = f"{float(meta.get('scale')):g}" if meta.get("scale") is not None else "-"
+    if meta.get("injection") == "heads":
+        return f"heads, scale {scale}"
+    return f"{meta.get('injection')}, layer {meta.get('layer')}, scale {scale}"
 
 
 def _task_seconds(d: Path) -> float:
@@ -253,8 +265,9 @@ def write_doc(args) -> None:
              f"validation split, nothing per task by hand) and evaluated on {m['prompts']} test queries at most "
              f"(the whole split when it is smaller). Seed {m['seed']}; computed {_dates(args.out, models)}.", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, CPU only; Python {m['python']}, torch "
-             f"{m['torch']}, transformers {m['transformers']}, ivkit {m['ivkit']} (installed from the lock); each model in "
-             f"its own process with {m['threads']} torch thread(s). Seconds are wall time of that process.", "",
+             f"{m['torch']}, transformers {m['transformers']}, ivkit {m['ivkit']} (installed from the lock). Tasks ran in "
+             f"processes of {m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, two side by side; seconds "
+             f"are wall time of the process that ran the task.", "",
              "The auto recipe's candidates: the top 3, 5, 10 and 20 heads of each ranking (AIE on shuffled 10-shot "
              "prompts, and on zero-shot prompts) and every prefix of the greedy path (at most 8 heads chosen together, "
              "from the top 15 of each ranking, for zero-shot top-1 on training queries); each injected as a residual "
