@@ -58,3 +58,32 @@ def test_comparison_section_lists_the_tasks_both_models_ran(tmp_path):
     assert rows == ["| t1 | 0.90 (0.80-0.95) | 0.50 | greedy, both, k=4, heads | 0.50 (0.40-0.55) | 0.28 | greedy, both, "
                     "k=4, heads |"]
     assert mod.comparison_section(tmp_path, ["a"]) == []
+
+
+def test_each_task_is_placed_against_the_bar_with_its_interval(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_report", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mdir = tmp_path / "m"
+    cases = {"hit": (0.9, 0.95), "near": (0.76, 0.83), "miss": (0.6, 0.7)}
+    screen = {t: {"few_shot_valid": 0.9, "n": 60} for t in [*cases, "later"]} | {"weak": {"few_shot_valid": 0.2}}
+    mdir.mkdir()
+    (mdir / "screen.json").write_text(json.dumps(screen))
+    for t, (icl, hi) in cases.items():
+        (mdir / t).mkdir()
+        detail = {c: {"top1": 0.5} for c in mod.CONDITIONS}
+        detail["zero_shot_iv"] |= {"top1_icl_correct": icl, "top1_icl_correct_lo": icl - 0.1, "top1_icl_correct_hi": hi}
+        (mdir / t / "evaluation.json").write_text(json.dumps(
+            {"evaluation": {"n": 100, "n_icl_correct": 90, "detail": detail}, "evaluate_seconds": 60.0}))
+        (mdir / t / "iv.json").write_text(json.dumps({"injection": "heads", "scale": 3.0, "timings": {"filter": 60.0},
+                                                      "recipe": {"chosen": {"selection": "greedy", "ranking": "both",
+                                                                            "k": 4}}}))
+    text = "\n".join(mod.model_section("m", mdir, tmp_path / "figs", tmp_path, 0.5))
+    assert "- Meets the function-vectors bar" in text and ": hit 0.90 (0.80-0.95)." in text
+    assert "interval below 0.8: miss 0.60 (0.50-0.70)." in text
+    assert "reaches 0.8 (not shown to fall short): near 0.76 (0.66-0.83)." in text
+    assert "Not run yet (1 of 4; the same command resumes): later." in text and "| weak |" not in text
+    assert "| hit | greedy, both, 4 | heads, scale 3 |" in text
+    assert "summed over the 3 tasks run: 6 min" in text
