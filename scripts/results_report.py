@@ -219,6 +219,27 @@ def write_figures(mdir: Path, name: str, figures: Path) -> None:
         to_html(fig, figures / f"{_slug(name)}_{d.name}_heads.html", self_contained=False)
 
 
+def summary_section(out: Path, models: list[str], min_fs: float) -> list[str]:
+    """One line per model: the tasks run, the range of zero-shot + IV on ICL-right queries, and
+    how many meet the function-vectors bar."""
+    lines = ["## In short", "", f"The screen: clean 10-shot top-1 of {min_fs:g} or more on validation queries.", ""]
+    for n in models:
+        mdir = out / _slug(n)
+        scr = json.loads((mdir / "screen.json").read_text())
+        kept = [t for t, r in scr.items() if r["few_shot_valid"] >= min_fs]
+        vals = [json.loads((mdir / _slug(t) / "evaluation.json").read_text())["evaluation"]["detail"]["zero_shot_iv"]
+                .get("top1_icl_correct") for t in kept if (mdir / _slug(t) / "evaluation.json").exists()]
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            lines.append(f"- **{n}**: {len(kept)} tasks pass the screen; none run yet.")
+            continue
+        so_far = "" if len(vals) == len(kept) else f" ({len(vals)} run so far)"
+        lines.append(f"- **{n}**: {len(kept)} tasks pass the screen{so_far}; zero-shot + IV on ICL-right queries "
+                     f"{min(vals):.2f}-{max(vals):.2f}; {sum(v >= FV_BAR for v in vals)} of {len(vals)} reach the "
+                     f"function-vectors bar ({FV_BAR}).")
+    return lines + [""]
+
+
 def comparison_section(out: Path, models: list[str]) -> list[str]:
     """The tasks every model was evaluated on, side by side: how much of clean 10-shot each
     model's IV recovers zero-shot (on the queries clean 10-shot gets right), and what the recipe
@@ -280,6 +301,7 @@ def write_doc(args) -> None:
              "top-1 (then mean answer probability) is the IV." + _exploration_link(args.doc), "",
              "Columns: first-token top-1 with 95% Wilson intervals; *ICL-right* are the test queries clean 10-shot "
              "answers right (the function-vectors protocol); *random* adds a random vector of the IV's norm.", ""]
+    lines += summary_section(args.out, models, m["min_few_shot"])
     for name in models:
         write_figures(args.out / _slug(name), name, figures)
         lines += model_section(name, args.out / _slug(name), figures, args.doc.parent, m["min_few_shot"])
