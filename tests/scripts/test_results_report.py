@@ -27,7 +27,8 @@ def test_report_on_a_tiny_model(tiny_llama_dir, task_file, tmp_path):
     meta = json.loads((model_dir / "mini_antonym" / "iv.json").read_text())
     chosen = meta["recipe"]["chosen"]
     assert f"| mini_antonym | {chosen['selection']}, {chosen['ranking']}, {chosen['k']} |" in text
-    assert "(ICL-right)" in text and "--recipe auto" in text and "torch" in text
+    assert "(ICL-right)" in text and "--recipe auto" in text and "torch" in text and "## In short" in text
+    assert f"**{tiny_llama_dir}**: 1 tasks pass the screen" in text
     assert (doc.parent / "results" / f"{model_dir.name}_mini_antonym_heads.html").exists()
     # --doc-only rewrites the same page from the stored files
     doc.unlink()
