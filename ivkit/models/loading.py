@@ -121,7 +121,8 @@ def load_model(
     """Load a model and resolve its head geometry.
 
     Args:
-        model: one of
+        model: one of:
+
             * an alias of an embedded model: ``"smollm2-135m-instruct"``, ``"gemma-3-270m"``;
             * a path to a ``.gguf`` file;
             * a local directory in Hugging Face format;
