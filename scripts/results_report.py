@@ -120,6 +120,13 @@ def compute(args) -> None:
             log.info("%s %s: %.0f s", name, t, time.perf_counter() - t0)
 
 
+def _tasks(mdir: Path, min_fs: float) -> tuple[list[str], list[str]]:
+    """The tasks that pass the screen, and those of them with a stored evaluation."""
+    scr = json.loads((mdir / "screen.json").read_text())
+    kept = [t for t, r in scr.items() if r["few_shot_valid"] >= min_fs]
+    return kept, [t for t in kept if (mdir / _slug(t) / "evaluation.json").exists()]
+
+
 def _ci(r: dict, key: str) -> str:
     v, lo, hi = r.get(key), r.get(f"{key}_lo"), r.get(f"{key}_hi")
     if v is None:
@@ -129,7 +136,7 @@ def _ci(r: dict, key: str) -> str:
 
 def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: float) -> list[str]:
     scr = json.loads((mdir / "screen.json").read_text())
-    kept = [t for t, r in scr.items() if r["few_shot_valid"] >= min_fs]
+    kept, run = _tasks(mdir, min_fs)
     lines = [f"## {name}", "", f"Weights: {WEIGHTS.get(name, name)}.", "",
              f"Screened ({len(kept)} of {len(scr)} built-in tasks reach {min_fs:g} with clean 10-shot prompts on "
              f"validation queries): " + ", ".join(f"{t} {r['few_shot_valid']:.2f}" for t, r in sorted(scr.items())) + ".",
@@ -168,7 +175,6 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
             f"{tm.get('filter', 0) + tm.get('mean_activations', 0):.0f} / {tm.get('indirect_effects', 0):.0f} / "
             f"{tm.get('greedy', 0) + tm.get('build', 0) + tm.get('layer_sweep', 0):.0f} / {ev['evaluate_seconds']:.0f} | "
             f"{heads} |")
-    run = [t for t in kept if (mdir / _slug(t) / "evaluation.json").exists()]
     total = sum(_task_seconds(mdir / _slug(t)) for t in run)
     recipes.append("")
     recipes.append(f"Stage seconds summed over the {len(run)} tasks run: {total / 60:.0f} min (extraction and "
@@ -225,9 +231,7 @@ def summary_section(out: Path, models: list[str], min_fs: float) -> list[str]:
     lines = ["## In short", "", f"The screen: clean 10-shot top-1 of {min_fs:g} or more on validation queries.", ""]
     for n in models:
         mdir = out / _slug(n)
-        scr = json.loads((mdir / "screen.json").read_text())
-        kept = [t for t, r in scr.items() if r["few_shot_valid"] >= min_fs]
-        run = [t for t in kept if (mdir / _slug(t) / "evaluation.json").exists()]
+        kept, run = _tasks(mdir, min_fs)
         vals = [json.loads((mdir / _slug(t) / "evaluation.json").read_text())["evaluation"]["detail"]["zero_shot_iv"]
                 .get("top1_icl_correct") for t in run]
         vals = [v for v in vals if v is not None]

@@ -188,10 +188,12 @@ def interval_bars(frame: Any, *, x: str, y: str, lo: str, hi: str, title: str = 
 
 def to_html(fig: Any, path: str | Path, *, self_contained: bool = True) -> None:
     """Write a figure as an HTML file, atomically: self-contained (works offline, ~4 MB) or
-    loading plotly.js from its CDN (small; for committed docs)."""
+    loading plotly.js from its CDN (small; for committed docs). The figure's element id comes from
+    the file name, so rewriting the same figure gives the same file."""
     from .io import atomic_write_text
 
-    atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True if self_contained else "cdn", full_html=True))
+    atomic_write_text(Path(path), fig.to_html(include_plotlyjs=True if self_contained else "cdn", full_html=True,
+                                              div_id=f"plot-{Path(path).stem}"))
 
 
 def token_bars(tokens: Sequence[str], values: Sequence[float], *, title: str = "", value_title: str = "value"):
