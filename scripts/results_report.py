@@ -143,8 +143,11 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
              "", "| task | n (ICL-right) | zero-shot | **zero-shot + IV** | shuffled | shuffled + IV | clean 10-shot | "
              "random | **zero-shot + IV, ICL-right** | shuffled + IV, ICL-right | FV bar |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    recipes = ["", "| task | chosen on validation: selection, ranking, k | injection | valid top-1 | "
-               "seconds: filter+means / AIE / selection+sweep / evaluate | heads |", "|---|---|---|---|---|---|"]
+    recipes = ["", "*reference heads*: the top 10 of the shuffled ranking (the function-vectors recipe's heads), with "
+               "the injection the same sweep finds best for them; both validation columns are on the same queries.", "",
+               "| task | chosen on validation: selection, ranking, k | injection | valid top-1, chosen | valid top-1, reference "
+               "heads | seconds: filter+means / AIE / selection+sweep / evaluate | heads |",
+               "|---|---|---|---|---|---|---|"]
     short, reach, met, unknown = [], [], [], []
     for t in kept:
         d = mdir / _slug(t)
@@ -171,7 +174,7 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
         heads = f"[heat map]({os.path.relpath(fig, doc_dir)})" if fig.exists() else "-"
         recipes.append(
             f"| {_slug(t)} | {chosen.get('selection')}, {chosen.get('ranking')}, {chosen.get('k')} | "
-            f"{_injection(meta)} | {sel.get('top1', float('nan')):.2f} | "
+            f"{_injection(meta)} | {sel.get('top1', float('nan')):.2f} | {_fmt(reference_valid_top1(meta))} | "
             f"{tm.get('filter', 0) + tm.get('mean_activations', 0):.0f} / {tm.get('indirect_effects', 0):.0f} / "
             f"{tm.get('greedy', 0) + tm.get('build', 0) + tm.get('layer_sweep', 0):.0f} / {ev['evaluate_seconds']:.0f} | "
             f"{heads} |")
@@ -190,6 +193,19 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
         verdict.append(f"Not run yet ({len(kept) - len(run)} of {len(kept)}; the same command resumes): "
                        f"{', '.join(_slug(t) for t in kept if t not in run)}.")
     return lines + recipes + ["", *(f"- {v}" for v in verdict), ""]
+
+
+def reference_valid_top1(meta: dict) -> float | None:
+    """The validation top-1 the auto recipe recorded for the reference heads (top 10 of the
+    shuffled ranking, best injection), or None when that candidate was not among its candidates."""
+    for c in (meta.get("recipe") or {}).get("candidates", []):
+        if (c.get("selection"), c.get("ranking"), c.get("k")) == ("top_k", "shuffled", 10):
+            return c.get("valid_top1")
+    return None
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
 
 
 def _injection(meta: dict) -> str:
@@ -241,8 +257,18 @@ def summary_section(out: Path, models: list[str], min_fs: float) -> list[str]:
             lines.append(head + ("." if not run else "; on none does clean 10-shot get a test query right, so none is "
                                  "measured against the bar."))
             continue
+        gains = []
+        for t in run:
+            meta = json.loads((mdir / _slug(t) / "iv.json").read_text())
+            ref, got = reference_valid_top1(meta), (meta.get("layer_selection") or {}).get("top1")
+            if ref is not None and got is not None:
+                gains.append(got - ref)
+        gain = "" if not gains else (
+            f"; the chosen IV's validation top-1 is {min(gains):.2f}-{max(gains):.2f} above that of the reference "
+            f"heads (top 10 of the shuffled ranking), a candidate the recipe also tried")
         lines.append(f"{head}; zero-shot + IV on ICL-right queries {min(vals):.2f}-{max(vals):.2f}; "
-                     f"{sum(v >= FV_BAR for v in vals)} of {len(vals)} reach the function-vectors bar ({FV_BAR}).")
+                     f"{sum(v >= FV_BAR for v in vals)} of {len(vals)} reach the function-vectors bar ({FV_BAR})"
+                     f"{gain}.")
     return lines + [""]
 
 

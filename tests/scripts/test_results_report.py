@@ -88,3 +88,27 @@ def test_each_task_is_placed_against_the_bar_with_its_interval(tmp_path):
     assert "Not run yet (1 of 4; the same command resumes): later." in text and "| weak |" not in text
     assert "| hit | greedy, both, 4 | heads, scale 3 |" in text
     assert "summed over the 3 tasks run: 6 min" in text
+
+
+def test_the_chosen_iv_is_set_against_the_reference_heads_on_validation(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("results_report", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cand = lambda sel, rank, k, v: {"selection": sel, "ranking": rank, "k": k, "valid_top1": v}  # noqa: E731
+    mdir = tmp_path / "m"
+    (mdir / "t1").mkdir(parents=True)
+    (mdir / "screen.json").write_text(json.dumps({"t1": {"few_shot_valid": 0.9}}))
+    detail = {c: {"top1": 0.5} for c in mod.CONDITIONS}
+    detail["zero_shot_iv"]["top1_icl_correct"] = 0.85
+    (mdir / "t1" / "evaluation.json").write_text(json.dumps({"evaluation": {"detail": detail}, "evaluate_seconds": 1}))
+    meta = {"layer_selection": {"top1": 0.9}, "recipe": {"candidates": [
+        cand("top_k", "shuffled", 5, 0.7), cand("top_k", "zero_shot", 10, 0.6), cand("top_k", "shuffled", 10, 0.55),
+        cand("greedy", "both", 10, 0.9)]}}
+    (mdir / "t1" / "iv.json").write_text(json.dumps(meta))
+    assert mod.reference_valid_top1(meta) == 0.55
+    assert mod.reference_valid_top1({"recipe": {"candidates": [cand("top_k", "shuffled", 5, 0.7)]}}) is None
+    line = mod.summary_section(tmp_path, ["m"], 0.5)[-2]
+    assert line.endswith("the chosen IV's validation top-1 is 0.35-0.35 above that of the reference heads (top 10 of "
+                         "the shuffled ranking), a candidate the recipe also tried.")
