@@ -187,6 +187,10 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
                f"Short of it, with the 95% interval below {FV_BAR}: {', '.join(short) or 'none'}.",
                f"Short of it, but the 95% interval reaches {FV_BAR} (not shown to fall short): "
                f"{', '.join(reach) or 'none'}."]
+    edge = [_slug(t) for t in run if _at_top_scale(json.loads((mdir / _slug(t) / "iv.json").read_text()))]
+    if edge:
+        verdict.append(f"Chose the largest scale of the grid: {', '.join(edge)}; the validation optimum may lie beyond "
+                       "it (a wider grid was not tried here; `ivkit extract --scales` sets it).")
     if unknown:
         verdict.append(f"Not measurable (clean 10-shot gets no test query right): {', '.join(unknown)}.")
     if len(run) < len(kept):
@@ -202,6 +206,12 @@ def reference_valid_top1(meta: dict) -> float | None:
         if (c.get("selection"), c.get("ranking"), c.get("k")) == ("top_k", "shuffled", 10):
             return c.get("valid_top1")
     return None
+
+
+def _at_top_scale(meta: dict) -> bool:
+    """Whether the chosen scale is the largest the validation sweep tried (the optimum may lie beyond)."""
+    scales = (meta.get("layer_selection") or {}).get("scales")
+    return bool(scales) and meta.get("scale") is not None and float(meta["scale"]) >= max(scales)
 
 
 def _fmt(v: float | None) -> str:

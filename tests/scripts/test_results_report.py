@@ -79,6 +79,8 @@ def test_each_task_is_placed_against_the_bar_with_its_interval(tmp_path):
         (mdir / t / "evaluation.json").write_text(json.dumps(
             {"evaluation": {"n": 100, "n_icl_correct": 90, "detail": detail}, "evaluate_seconds": 60.0}))
         (mdir / t / "iv.json").write_text(json.dumps({"injection": "heads", "scale": 3.0, "timings": {"filter": 60.0},
+                                                      "layer_selection": {"scales": [1.0, 3.0] if t == "hit" else
+                                                                          [1.0, 3.0, 4.0]},
                                                       "recipe": {"chosen": {"selection": "greedy", "ranking": "both",
                                                                             "k": 4}}}))
     text = "\n".join(mod.model_section("m", mdir, tmp_path / "figs", tmp_path, 0.5))
@@ -88,6 +90,7 @@ def test_each_task_is_placed_against_the_bar_with_its_interval(tmp_path):
     assert "Not run yet (1 of 4; the same command resumes): later." in text and "| weak |" not in text
     assert "| hit | greedy, both, 4 | heads, scale 3 |" in text
     assert "summed over the 3 tasks run: 6 min" in text
+    assert "- Chose the largest scale of the grid: hit; the validation optimum may lie beyond it" in text
 
 
 def test_the_chosen_iv_is_set_against_the_reference_heads_on_validation(tmp_path):
