@@ -145,9 +145,9 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     recipes = ["", "*reference heads*: the top 10 of the shuffled ranking (the function-vectors recipe's heads), with "
                "the injection the same sweep finds best for them; both validation columns are on the same queries.", "",
-               "| task | chosen on validation: selection, ranking, k | injection | valid top-1, chosen | valid top-1, reference "
-               "heads | seconds: filter+means / AIE / selection+sweep / evaluate | heads |",
-               "|---|---|---|---|---|---|---|"]
+               "| task | chosen on validation: selection, ranking, k | injection | valid queries | valid top-1, chosen | "
+               "valid top-1, reference heads | seconds: filter+means / AIE / selection+sweep / evaluate | heads |",
+               "|---|---|---|---|---|---|---|---|"]
     short, reach, met, unknown = [], [], [], []
     for t in kept:
         d = mdir / _slug(t)
@@ -174,7 +174,7 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
         heads = f"[heat map]({os.path.relpath(fig, doc_dir)})" if fig.exists() else "-"
         recipes.append(
             f"| {_slug(t)} | {chosen.get('selection')}, {chosen.get('ranking')}, {chosen.get('k')} | "
-            f"{_injection(meta)} | {sel.get('top1', float('nan')):.2f} | {_fmt(reference_valid_top1(meta))} | "
+            f"{_injection(meta)} | {sel.get('n', '-')} | {_fmt(sel.get('top1'))} | {_fmt(reference_valid_top1(meta))} | "
             f"{tm.get('filter', 0) + tm.get('mean_activations', 0):.0f} / {tm.get('indirect_effects', 0):.0f} / "
             f"{tm.get('greedy', 0) + tm.get('build', 0) + tm.get('layer_sweep', 0):.0f} / {ev['evaluate_seconds']:.0f} | "
             f"{heads} |")

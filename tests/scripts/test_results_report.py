@@ -88,7 +88,7 @@ def test_each_task_is_placed_against_the_bar_with_its_interval(tmp_path):
     assert "interval below 0.8: miss 0.60 (0.50-0.70)." in text
     assert "reaches 0.8 (not shown to fall short): near 0.76 (0.66-0.83)." in text
     assert "Not run yet (1 of 4; the same command resumes): later." in text and "| weak |" not in text
-    assert "| hit | greedy, both, 4 | heads, scale 3 |" in text
+    assert "| hit | greedy, both, 4 | heads, scale 3 | - | - | - |" in text
     assert "summed over the 3 tasks run: 6 min" in text
     assert "- Chose the largest scale of the grid: hit; the validation optimum may lie beyond it" in text
 
