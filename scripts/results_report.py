@@ -334,8 +334,8 @@ def write_doc(args) -> None:
              f"(the whole split when it is smaller). Seed {m['seed']}; computed {_dates(args.out, models)}.", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram_gib']} GiB, CPU only; Python {m['python']}, torch "
              f"{m['torch']}, transformers {m['transformers']}, ivkit {m['ivkit']} (installed from the lock). Tasks ran in "
-             f"processes of {m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, two side by side; seconds "
-             f"are wall time of the process that ran the task.", "",
+             f"processes of {m['threads']} torch thread{'s' if m['threads'] != 1 else ''}, at most two side by side; "
+             f"seconds are wall time of the process that ran the task.", "",
              "The auto recipe's candidates: the top 3, 5, 10 and 20 heads of each ranking (AIE on shuffled 10-shot "
              "prompts, and on zero-shot prompts) and every prefix of the greedy path (at most 8 heads chosen together, "
              "from the top 15 of each ranking, for zero-shot top-1 on training queries); each injected as a residual "
