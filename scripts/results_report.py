@@ -148,7 +148,7 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
                "| task | chosen on validation: selection, ranking, k | injection | valid queries | valid top-1, chosen | "
                "valid top-1, reference heads | seconds: filter+means / AIE / selection+sweep / evaluate | heads |",
                "|---|---|---|---|---|---|---|---|"]
-    short, reach, met, unknown = [], [], [], []
+    short, reach, met, unknown, edge = [], [], [], [], []
     for t in kept:
         d = mdir / _slug(t)
         if not (d / "evaluation.json").exists():
@@ -167,6 +167,8 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
             _ci(r[c], "top1") if c != "zero_shot_iv" else f"**{_ci(r[c], 'top1')}**" for c in CONDITIONS)
             + f" | **{_ci(r['zero_shot_iv'], 'top1_icl_correct')}** | {_ci(r['shuffled_iv'], 'top1_icl_correct')} | "
             f"{bar} |")
+        if _at_top_scale(meta):
+            edge.append(_slug(t))
         chosen = (meta.get("recipe") or {}).get("chosen", {})
         tm = meta.get("timings", {})
         sel = (meta.get("layer_selection") or {})
@@ -187,7 +189,6 @@ def model_section(name: str, mdir: Path, figures: Path, doc_dir: Path, min_fs: f
                f"Short of it, with the 95% interval below {FV_BAR}: {', '.join(short) or 'none'}.",
                f"Short of it, but the 95% interval reaches {FV_BAR} (not shown to fall short): "
                f"{', '.join(reach) or 'none'}."]
-    edge = [_slug(t) for t in run if _at_top_scale(json.loads((mdir / _slug(t) / "iv.json").read_text()))]
     if edge:
         verdict.append(f"Chose the largest scale of the grid: {', '.join(edge)}; the validation optimum may lie beyond "
                        "it (a wider grid was not tried here; `ivkit extract --scales` sets it).")
